@@ -1,0 +1,187 @@
+"""Settings: one TOML file plus CCPULSE_* environment variables, validated once at start.
+
+Precedence: defaults < TOML file < environment. Environment names are the dotted path in
+upper case with `__` between levels, e.g. CCPULSE_REDIS_URL, CCPULSE_KPI__ACW_TIMEOUT_S.
+Secrets may come from a file: CCPULSE_<NAME>_FILE=/run/secrets/x sets <NAME> to its content.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+CHANNELS = ("voice", "chat", "sms")
+DEFAULT_SL_THRESHOLDS = {"voice": 20.0, "chat": 60.0, "sms": 900.0}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Per-queue targets; thresholds per channel override the channel defaults."""
+
+    sl_target: float = 0.8
+    sl_thresholds: dict[str, float] = {}
+    max_occupancy: float | None = None
+    shrinkage: float | None = None
+    fallback_aht_s: float | None = None
+
+
+class KpiSettings(msgspec.Struct, forbid_unknown_fields=True):
+    short_abandon_s: float = 5.0
+    exclude_short_abandons: bool = True
+    acw_timeout_s: float = 600.0
+    retention_h: float = 48.0
+    minute_retention_min: int = 75
+    fcr_horizon_h: float = 72.0
+    survey_join_days: float = 7.0
+    closed_keep_s: float = 3600.0
+    sl_thresholds: dict[str, float] = msgspec.field(default_factory=lambda: dict(DEFAULT_SL_THRESHOLDS))
+    sentiment_span: int = 3
+    at_risk_threshold: float = -0.5
+    default_language: str = "en"
+
+
+class StaffingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    max_occupancy: float = 0.85
+    shrinkage: float = 0.30
+    fallback_aht_s: float = 300.0
+    default_sl_target: float = 0.8
+
+
+class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Caps on distinct names: past a cap an event goes to the dead-letter topic."""
+
+    max_queues: int = 200
+    max_agents: int = 5000
+    max_channels: int = 3
+    max_inflight_interactions: int = 500_000
+
+
+class WallboardSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    stale_after_s: float = 10.0
+    sl_amber: float = 0.8
+    sl_red: float = 0.7
+    waiting_amber: int = 5
+    waiting_red: int = 15
+    longest_wait_amber_s: float = 60.0
+    longest_wait_red_s: float = 180.0
+    aht_amber_s: float = 420.0
+    aht_red_s: float = 600.0
+    abandon_amber: float = 0.05
+    abandon_red: float = 0.10
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    broker_url: str = "kafka://127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "cc:"
+    group_id: str = "ccpulse"
+    timezone: str = "UTC"
+    clock: Literal["wall", "event"] = "wall"
+    publish_interval_s: float = 1.0
+    partitions: int = 4
+    topic_interactions: str = "cc.interactions"
+    topic_agents: str = "cc.agent-states"
+    topic_surveys: str = "cc.surveys"
+    topic_deadletter: str = "cc.deadletter"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    api_token: str | None = None
+    data_dir: str = "/tmp/ccpulse"
+    log_level: str = "warning"
+    per_agent_kpis: bool = True
+    customer_hash_secret: str = "change-me"
+    kpi: KpiSettings = msgspec.field(default_factory=KpiSettings)
+    staffing: StaffingSettings = msgspec.field(default_factory=StaffingSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    wallboard: WallboardSettings = msgspec.field(default_factory=WallboardSettings)
+    queues: dict[str, QueueSettings] = {}
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def bootstrap(self) -> str:
+        return broker_bootstrap(self.broker_url)
+
+    def sl_threshold(self, queue: str, channel: str) -> float:
+        q = self.queues.get(queue)
+        if q is not None and channel in q.sl_thresholds:
+            return q.sl_thresholds[channel]
+        return self.kpi.sl_thresholds.get(channel, DEFAULT_SL_THRESHOLDS.get(channel, 20.0))
+
+    def sl_target(self, queue: str) -> float:
+        q = self.queues.get(queue)
+        return q.sl_target if q is not None else self.staffing.default_sl_target
+
+
+def broker_bootstrap(url: str) -> str:
+    """`kafka://h1:9092;h2:9092` or `h1:9092,h2:9092` → `h1:9092,h2:9092`."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    return ",".join(p for p in rest.replace(";", ",").split(",") if p)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("CCPULSE_") or name in ("CCPULSE_CONFIG", "CCPULSE_TANSU",
+                                                      "CCPULSE_REDIS_SERVER"):
+            continue
+        key = name[len("CCPULSE_"):].lower()
+        if key.endswith("_file"):
+            key = key[: -len("_file")]
+            value = Path(value).read_text().strip()
+        path = key.split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None,
+         **overrides: Any) -> Settings:
+    """Build validated Settings; raises ConfigError naming the bad setting."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    path = path or environ.get("CCPULSE_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    data = _merge(data, _env_overrides(environ))
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc
+    try:
+        settings.tz
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"invalid setting: timezone {settings.timezone!r} is not an IANA zone") from exc
+    if settings.publish_interval_s <= 0:
+        raise ConfigError("invalid setting: publish_interval_s must be > 0")
+    if not settings.redis_prefix:
+        raise ConfigError("invalid setting: redis_prefix must not be empty")
+    return settings

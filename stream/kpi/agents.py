@@ -1,0 +1,134 @@
+"""Agent states: live counts per queue and state, and time-in-state for occupancy.
+
+Each agent keeps the state changes of its recent past (sorted by event time), and the
+occupancy facts they produced: seconds busy / acw / available per minute, split evenly
+over the queues the agent serves. Like interactions, facts are re-derived whenever a
+change arrives, so a late change is exact. Changes older than the recent past are final;
+a change older still goes to the dead-letter topic as `too_late`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import buckets as b
+from .shard import DeadLetter
+from .store import BucketStore
+from .windows import MINUTE, span_pieces
+
+OCC_SLOT = {"busy": b.OCC_BUSY, "acw": b.OCC_ACW, "available": b.OCC_AVAILABLE}
+STATES = ("available", "busy", "acw", "aux", "offline")
+
+
+@dataclass(slots=True)
+class Change:
+    ts: float
+    state: str
+    queues: tuple
+    capacity: tuple  # ((channel, n), ...)
+    event_id: str
+
+
+@dataclass(slots=True)
+class AgentTimeline:
+    changes: list[Change] = field(default_factory=list)
+    facts: list = field(default_factory=list)
+    final_before: float = 0.0  # changes before this are final and forgotten
+
+
+def span_facts(agent: str, start: float, end: float, state: str, queues: tuple) -> list:
+    """Occupancy facts for one closed span, per minute and per served queue."""
+    slot = OCC_SLOT.get(state)
+    if slot is None or end <= start:
+        return []
+    targets = queues or ("",)
+    share = 1.0 / len(targets)
+    out = []
+    for minute, seconds in span_pieces(start, end, MINUTE):
+        for q in targets:
+            out.append(((q, "*", agent), minute, ((slot, seconds * share),)))
+    return out
+
+
+class AgentShard(BucketStore):
+    """State of one `cc.agent-states` partition."""
+
+    def __init__(self, retention_s: float, minute_retention_s: float, name: str = "",
+                 history_s: float = 3600.0) -> None:
+        super().__init__(retention_s, minute_retention_s)
+        self.name = name
+        self.history_s = history_s
+        self.agents: dict[str, AgentTimeline] = {}
+        self.dirty_agents: set[str] = set()
+        self.deadletters: list[DeadLetter] = []
+        self.duplicates = 0
+        self.new_events: Counter = Counter()
+
+    def apply_change(self, agent: str, change: Change, raw: bytes = b"", topic: str = "",
+                     partition: int = -1, offset: int = -1) -> str:
+        tl = self.agents.get(agent)
+        if tl is None:
+            tl = self.agents[agent] = AgentTimeline()
+        if any(c.event_id == change.event_id for c in tl.changes):
+            self.duplicates += 1
+            return "duplicate"
+        if change.ts < tl.final_before or change.ts < self.clock - self.retention_s:
+            self.deadletters.append(DeadLetter("too_late", "agent state change older than the "
+                                               "agent's recent history", raw, topic, partition,
+                                               offset))
+            return "too_late"
+        tl.changes.append(change)
+        tl.changes.sort(key=lambda c: (c.ts, c.event_id))
+        self._settle(agent, tl)
+        self.new_events[("agent.state_changed", "")] += 1
+        return "ok"
+
+    def _settle(self, agent: str, tl: AgentTimeline) -> None:
+        new = []
+        for cur, nxt in zip(tl.changes, tl.changes[1:]):
+            new.extend(span_facts(agent, cur.ts, nxt.ts, cur.state, cur.queues))
+        old_c, new_c = Counter(tl.facts), Counter(new)
+        if old_c != new_c:
+            for fact, n in (old_c - new_c).items():
+                for _ in range(n):
+                    self.apply_fact(fact, -1.0)
+            for fact, n in (new_c - old_c).items():
+                for _ in range(n):
+                    self.apply_fact(fact, 1.0)
+            tl.facts = new
+        self.dirty_agents.add(agent)
+
+    def advance(self, now: float) -> None:
+        if now < self.clock:
+            return
+        self.clock = now
+        cutoff = now - self.history_s
+        for agent, tl in self.agents.items():
+            # keep the last change (the open span) and everything after the cutoff
+            keep_from = 0
+            while keep_from < len(tl.changes) - 1 and tl.changes[keep_from + 1].ts < cutoff:
+                keep_from += 1
+            if keep_from:
+                final_ts = tl.changes[keep_from].ts
+                tl.changes = tl.changes[keep_from:]
+                tl.facts = [f for f in tl.facts if f[1] >= final_ts]
+                tl.final_before = final_ts
+                self.dirty_agents.add(agent)
+        self.prune_buckets(now)
+
+    def current(self) -> dict[str, Change]:
+        return {a: tl.changes[-1] for a, tl in self.agents.items() if tl.changes}
+
+    def open_spans(self, now: float):
+        """(agent, state, since, queues) of the span still open at `now`."""
+        for agent, tl in self.agents.items():
+            if tl.changes:
+                last = tl.changes[-1]
+                if last.ts <= now:
+                    yield agent, last.state, last.ts, last.queues
+
+    def take_outputs(self):
+        out = (self.deadletters, [], self.new_events, self.duplicates)
+        self.deadletters, self.new_events, self.duplicates = [], Counter(), 0
+        return out

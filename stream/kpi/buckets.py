@@ -1,0 +1,97 @@
+"""Fixed-size accumulators: the only numbers the engine keeps per bucket.
+
+An accumulator is a plain list of floats with one slot per field below (no growing
+lists). Every KPI of DESIGN §3 is a ratio of two slots, so buckets, windows, partitions and
+workers combine by elementwise addition and ratios are recomputed afterwards — never
+averaged. Facts are sparse deltas {slot: value} so they can be applied and retracted.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+FIELDS = (
+    "offered", "answered", "abandoned", "short_abandons", "handled", "transferred",
+    "talk_sum", "hold_sum", "acw_sum", "answer_wait_sum",
+    "sl_answered_within", "sl_abandoned_within", "sl_abandoned_counted",
+    "abandon_wait_sum",
+    "disp_n", "disp_resolved",
+    "surveys", "surveys_unjoined", "nps_n", "nps_promoters", "nps_detractors",
+    "csat_n", "csat_good", "ces_n", "ces_sum", "ces_high",
+    "sent_samples", "sent_end_sum", "sent_negative", "sent_improved",
+    "fcr_handled", "fcr_repeated", "fcr_excluded", "fcr_disp_n", "fcr_disp_resolved",
+    "ttr_n", "ttr_sum",
+    "occ_busy_s", "occ_acw_s", "occ_available_s",
+)
+N_FIELDS = len(FIELDS)
+IDX = {name: i for i, name in enumerate(FIELDS)}
+
+# slot indexes as module constants: the hot path indexes lists directly
+OFFERED, ANSWERED, ABANDONED, SHORT_ABANDONS, HANDLED, TRANSFERRED = range(6)
+TALK, HOLD, ACW, ANSWER_WAIT = 6, 7, 8, 9
+SL_ANS_WITHIN, SL_ABN_WITHIN, SL_ABN_COUNTED, ABANDON_WAIT = 10, 11, 12, 13
+DISP_N, DISP_RESOLVED = 14, 15
+SURVEYS, SURVEYS_UNJOINED, NPS_N, NPS_PROMOTERS, NPS_DETRACTORS = 16, 17, 18, 19, 20
+CSAT_N, CSAT_GOOD, CES_N, CES_SUM, CES_HIGH = 21, 22, 23, 24, 25
+SENT_SAMPLES, SENT_END_SUM, SENT_NEGATIVE, SENT_IMPROVED = 26, 27, 28, 29
+FCR_HANDLED, FCR_REPEATED, FCR_EXCLUDED, FCR_DISP_N, FCR_DISP_RESOLVED = 30, 31, 32, 33, 34
+TTR_N, TTR_SUM = 35, 36
+OCC_BUSY, OCC_ACW, OCC_AVAILABLE = 37, 38, 39
+
+# Histogram of TTR (seconds) for p90: fixed log-spaced bounds, counts appended after FIELDS.
+TTR_BOUNDS = tuple(60.0 * (1.25 ** i) for i in range(48))  # 1 min … ~3.5 days
+TTR_HIST0 = N_FIELDS
+SIZE = N_FIELDS + len(TTR_BOUNDS) + 1
+
+
+def new() -> list[float]:
+    return [0.0] * SIZE
+
+
+def add_into(acc: list[float], other: list[float]) -> None:
+    for i, v in enumerate(other):
+        if v:
+            acc[i] += v
+
+
+def apply(acc: list[float], delta: dict[int, float] | tuple, sign: float = 1.0) -> None:
+    """Add a sparse fact delta ((slot, value), ...) into acc; sign=-1 retracts it."""
+    for slot, value in delta:
+        acc[slot] += sign * value
+
+
+def total(accs: Iterable[list[float]]) -> list[float]:
+    out = new()
+    for acc in accs:
+        add_into(out, acc)
+    return out
+
+
+def is_zero(acc: list[float]) -> bool:
+    return not any(abs(v) > 1e-9 for v in acc)
+
+
+def ttr_slot(seconds: float) -> int:
+    """Histogram slot for a TTR value: the first bound ≥ value (last slot = overflow)."""
+    lo, hi = 0, len(TTR_BOUNDS)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if TTR_BOUNDS[mid] < seconds:
+            lo = mid + 1
+        else:
+            hi = mid
+    return TTR_HIST0 + lo
+
+
+def pack(acc: list[float]) -> list[float]:
+    """Compact form for storage: trailing zeros dropped."""
+    end = len(acc)
+    while end and not acc[end - 1]:
+        end -= 1
+    return acc[:end]
+
+
+def unpack(data: list[float]) -> list[float]:
+    acc = new()
+    acc[: len(data)] = [float(v) for v in data]
+    return acc

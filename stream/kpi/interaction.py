@@ -1,0 +1,296 @@
+"""Per-interaction state machine: an interaction's events in, its KPI facts out.
+
+The facts of an interaction are a pure function of the set of its events (and of `now`,
+for the ACW timeout). So the engine keeps an interaction's few events, re-derives its
+facts whenever one arrives — in whatever order — and applies only the difference to the
+buckets. That makes late and out-of-order events exact by construction, and keeps the
+facts an interaction already applied in its own state, so they can be retracted.
+
+Legs: offered → answered | abandoned; answered → (hold_started hold_ended)* → transferred |
+ended → wrapup_completed. A transfer closes the leg (it counts `transferred`, not
+`handled`) and the next `offered` opens the leg in `to_queue`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import buckets as b
+
+# event codes: the tie-break order of events that share a timestamp
+OFFERED, ANSWERED, ABANDONED, HOLD_START, HOLD_END, MESSAGE, TRANSFERRED, ENDED, WRAPUP = (
+    0, 1, 1, 2, 3, 4, 5, 5, 6)
+REOFFER = 7  # an `offered` after the first: it follows the transfer that caused it
+SURVEY = 8
+
+TYPE_CODES = {
+    "interaction.offered": OFFERED, "interaction.answered": ANSWERED,
+    "interaction.abandoned": ABANDONED, "interaction.hold_started": HOLD_START,
+    "interaction.hold_ended": HOLD_END, "interaction.message": MESSAGE,
+    "interaction.transferred": TRANSFERRED, "interaction.ended": ENDED,
+    "interaction.wrapup_completed": WRAPUP, "survey.responded": SURVEY,
+}
+
+NONE_KEY = ("", "", "")  # a fact with no queue/channel/agent: counts in center only
+
+OK, PENDING, CONFLICT = 0, 1, 2
+
+
+@dataclass(slots=True)
+class Ev:
+    """The part of an event the state machine needs (message text is never kept)."""
+
+    ts: float
+    kind: str  # the event type
+    event_id: str
+    queue: str = ""
+    channel: str = ""
+    agent: str = ""
+    extra: object = None  # customer / to_queue / disposition / (direction, score) / survey
+
+    def as_tuple(self) -> tuple:
+        return (self.ts, self.kind, self.event_id, self.queue, self.channel, self.agent,
+                self.extra)
+
+
+@dataclass(slots=True)
+class Params:
+    """What the derivation needs from configuration."""
+
+    sl_threshold: object  # callable (queue, channel) -> seconds
+    short_abandon_s: float = 5.0
+    exclude_short_abandons: bool = True
+    acw_timeout_s: float = 600.0
+    sentiment_span: int = 3
+    at_risk_threshold: float = -0.5
+
+
+@dataclass(slots=True)
+class Leg:
+    queue: str
+    channel: str
+    offered: float
+    customer: object = None
+    answered: float | None = None
+    agent: str = ""
+    abandoned: float | None = None
+    hold_open: float | None = None
+    hold: float = 0.0
+    transferred: float | None = None
+    to_queue: str = ""
+    ended: float | None = None
+    wrapup: float | None = None
+    disposition: str | None = None
+    handled: float | None = None
+
+
+@dataclass(slots=True)
+class Derived:
+    """Everything the engine needs from one derivation."""
+
+    facts: list = field(default_factory=list)  # [((q, ch, agent), ts, ((slot, value), ...))]
+    status: list = field(default_factory=list)  # per event: OK / PENDING / CONFLICT
+    legs: list = field(default_factory=list)
+    waiting: tuple | None = None  # (queue, channel, offered_ts) while in a queue
+    acw_deadline: float | None = None  # ended + timeout while no wrap-up
+    done: float | None = None  # when the interaction finished (handled or abandoned)
+    handled_key: tuple | None = None  # (q, ch, agent) of the handled final leg
+    customer: object = None
+    first_offered: float | None = None
+    risk: float | None = None  # mean of the last customer scores while ongoing
+
+
+def _sort_key(ev: Ev, first_offer_id: str | None) -> tuple:
+    code = TYPE_CODES[ev.kind]
+    if code == OFFERED and ev.event_id != first_offer_id:
+        code = REOFFER
+    return (ev.ts, code, ev.event_id)
+
+
+def derive(events: list[Ev], now: float, p: Params) -> Derived:
+    """Replay an interaction's events in event-time order into legs and facts."""
+    offers = [e for e in events if e.kind == "interaction.offered"]
+    first_offer_id = min(offers, key=lambda e: (e.ts, e.event_id)).event_id if offers else None
+    ordered = sorted(range(len(events)), key=lambda i: _sort_key(events[i], first_offer_id))
+    out = Derived(status=[OK] * len(events))
+    legs: list[Leg] = out.legs
+    cur: Leg | None = None
+    scores: list[tuple[float, float]] = []
+    surveys: list[Ev] = []
+
+    for i in ordered:
+        ev = events[i]
+        kind = ev.kind
+        st = OK
+        if kind == "interaction.message":
+            direction, score = ev.extra  # type: ignore[misc]
+            if direction == "customer" and score is not None:
+                scores.append((ev.ts, score))
+        elif kind == "survey.responded":
+            surveys.append(ev)
+        elif kind == "interaction.offered":
+            if cur is None:
+                if legs:  # the interaction already finished: a new offer is impossible
+                    st = CONFLICT
+                else:
+                    cur = Leg(ev.queue, ev.channel, ev.ts, ev.extra)
+            elif cur.transferred is not None:
+                if ev.queue != cur.to_queue and cur.to_queue:
+                    st = CONFLICT
+                else:
+                    legs.append(cur)
+                    cur = Leg(ev.queue, ev.channel, ev.ts, ev.extra or cur.customer)
+            else:
+                st = CONFLICT  # a second offer while the leg is still open
+        elif cur is None:
+            st = CONFLICT if legs else PENDING
+        elif kind == "interaction.answered":
+            if cur.answered is None and cur.abandoned is None:
+                cur.answered, cur.agent = ev.ts, ev.agent
+            else:
+                st = CONFLICT
+        elif kind == "interaction.abandoned":
+            if cur.answered is None and cur.abandoned is None:
+                cur.abandoned = ev.ts
+            else:
+                st = CONFLICT
+        elif cur.abandoned is not None or cur.transferred is not None:
+            st = CONFLICT
+        elif cur.answered is None:
+            st = PENDING  # talk-phase event whose `answered` has not arrived yet
+        elif kind == "interaction.hold_started":
+            if cur.ended is not None or cur.hold_open is not None:
+                st = CONFLICT
+            else:
+                cur.hold_open = ev.ts
+        elif kind == "interaction.hold_ended":
+            if cur.ended is not None:
+                st = CONFLICT
+            elif cur.hold_open is None:
+                st = PENDING
+            else:
+                cur.hold += ev.ts - cur.hold_open
+                cur.hold_open = None
+        elif kind == "interaction.transferred":
+            if cur.ended is not None:
+                st = CONFLICT
+            else:
+                if cur.hold_open is not None:
+                    cur.hold += ev.ts - cur.hold_open
+                    cur.hold_open = None
+                cur.transferred, cur.to_queue = ev.ts, str(ev.extra or "")
+        elif kind == "interaction.ended":
+            if cur.ended is not None:
+                st = CONFLICT
+            else:
+                if cur.hold_open is not None:
+                    cur.hold += ev.ts - cur.hold_open
+                    cur.hold_open = None
+                cur.ended = ev.ts
+        elif kind == "interaction.wrapup_completed":
+            if cur.ended is None:
+                st = PENDING
+            elif cur.wrapup is not None:
+                st = CONFLICT
+            else:
+                cur.wrapup, cur.disposition = ev.ts, ev.extra  # type: ignore[assignment]
+        out.status[i] = st
+
+    if cur is not None:
+        legs.append(cur)
+    if legs:
+        out.customer = legs[0].customer
+        out.first_offered = legs[0].offered
+    for leg in legs:
+        _leg_facts(leg, now, p, out)
+    last = legs[-1] if legs else None
+    scores.sort()
+    if last is not None:
+        if last.handled is not None:
+            out.done = last.handled
+            out.handled_key = (last.queue, last.channel, last.agent)
+            if scores:
+                _sentiment_fact(scores, last, p, out)
+        elif last.abandoned is not None:
+            out.done = last.abandoned
+        elif last.answered is None and last.transferred is None:
+            out.waiting = (last.queue, last.channel, last.offered)
+        elif last.ended is not None and last.wrapup is None:
+            out.acw_deadline = last.ended + p.acw_timeout_s
+        if out.done is None and scores:
+            recent = [s for _, s in scores[-p.sentiment_span:]]
+            out.risk = sum(recent) / len(recent)
+    for sv in surveys:
+        _survey_fact(sv, out)
+    return out
+
+
+def _leg_facts(leg: Leg, now: float, p: Params, out: Derived) -> None:
+    q, ch = leg.queue, leg.channel
+    facts = out.facts
+    facts.append(((q, ch, ""), leg.offered, ((b.OFFERED, 1.0),)))
+    threshold = p.sl_threshold(q, ch)
+    if leg.answered is not None:
+        wait = leg.answered - leg.offered
+        facts.append(((q, ch, leg.agent), leg.answered,
+                       ((b.ANSWERED, 1.0), (b.ANSWER_WAIT, wait),
+                        (b.SL_ANS_WITHIN, 1.0 if wait <= threshold else 0.0))))
+    elif leg.abandoned is not None:
+        wait = leg.abandoned - leg.offered
+        short = wait < p.short_abandon_s
+        counted = not (short and p.exclude_short_abandons)
+        facts.append(((q, ch, ""), leg.abandoned,
+                       ((b.ABANDONED, 1.0), (b.SHORT_ABANDONS, 1.0 if short else 0.0),
+                        (b.SL_ABN_COUNTED, 1.0 if counted else 0.0),
+                        (b.SL_ABN_WITHIN, 1.0 if counted and wait <= threshold else 0.0),
+                        (b.ABANDON_WAIT, wait))))
+    if leg.transferred is not None:
+        facts.append(((q, ch, leg.agent), leg.transferred, ((b.TRANSFERRED, 1.0),)))
+        return
+    if leg.ended is None or leg.answered is None:
+        return
+    if leg.wrapup is not None:
+        leg.handled = leg.wrapup
+    elif now >= leg.ended + p.acw_timeout_s:
+        leg.handled = leg.ended + p.acw_timeout_s
+    else:
+        return
+    talk = leg.ended - leg.answered - leg.hold
+    acw = leg.handled - leg.ended
+    delta = [(b.HANDLED, 1.0), (b.TALK, talk), (b.HOLD, leg.hold), (b.ACW, acw)]
+    if leg.disposition is not None:
+        delta.append((b.DISP_N, 1.0))
+        if leg.disposition == "resolved":
+            delta.append((b.DISP_RESOLVED, 1.0))
+    facts.append(((q, ch, leg.agent), leg.handled, tuple(delta)))
+
+
+def _sentiment_fact(scores: list[tuple[float, float]], last: Leg, p: Params, out: Derived) -> None:
+    k = p.sentiment_span
+    first = [s for _, s in scores[:k]]
+    final = [s for _, s in scores[-k:]]
+    start, end = sum(first) / len(first), sum(final) / len(final)
+    out.facts.append(((last.queue, last.channel, last.agent), last.handled,
+                      ((b.SENT_SAMPLES, 1.0), (b.SENT_END_SUM, end),
+                       (b.SENT_NEGATIVE, 1.0 if end <= -0.05 else 0.0),
+                       (b.SENT_IMPROVED, 1.0 if end > start else 0.0))))
+
+
+def survey_delta(extra: tuple, joined: bool) -> tuple:
+    nps, csat, ces = extra
+    delta = [(b.SURVEYS, 1.0)]
+    if not joined:
+        delta.append((b.SURVEYS_UNJOINED, 1.0))
+    if nps is not None:
+        delta += [(b.NPS_N, 1.0), (b.NPS_PROMOTERS, 1.0 if nps >= 9 else 0.0),
+                  (b.NPS_DETRACTORS, 1.0 if nps <= 6 else 0.0)]
+    if csat is not None:
+        delta += [(b.CSAT_N, 1.0), (b.CSAT_GOOD, 1.0 if csat >= 4 else 0.0)]
+    if ces is not None:
+        delta += [(b.CES_N, 1.0), (b.CES_SUM, float(ces)), (b.CES_HIGH, 1.0 if ces >= 5 else 0.0)]
+    return tuple(delta)
+
+
+def _survey_fact(sv: Ev, out: Derived) -> None:
+    key = out.handled_key
+    out.facts.append((key or NONE_KEY, sv.ts, survey_delta(sv.extra, key is not None)))  # type: ignore[arg-type]

@@ -1,0 +1,279 @@
+"""One input partition's state: interactions, minute and interval buckets, live indexes.
+
+A shard owns everything derived from one partition of `cc.interactions` (and the same
+partition of `cc.surveys`, which shares its key). It is pure: events and a clock in;
+buckets, window partials, live figures, dead letters and a checkpoint delta out. The runtime
+checkpoints a shard's state together with its input offsets, so a restart resumes exactly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from . import buckets as b
+from .interaction import CONFLICT, PENDING, Derived, Ev, Params, derive, survey_delta
+from .store import BucketStore
+
+Key = tuple  # (queue, channel, agent)
+
+
+@dataclass(slots=True)
+class Ix:
+    """An interaction in flight: its events, the facts already applied, and summaries."""
+
+    events: list[Ev] = field(default_factory=list)
+    facts: list = field(default_factory=list)
+    pending_raw: dict = field(default_factory=dict)  # event_id -> raw bytes, until it fits
+    waiting: tuple | None = None
+    acw_deadline: float | None = None
+    done: float | None = None
+    handled_key: tuple | None = None
+    risk: float | None = None
+    risk_since: float | None = None
+    last_ts: float = 0.0
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    raw: bytes
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(slots=True)
+class ShardSettings:
+    params: Params
+    retention_s: float = 48 * 3600.0
+    minute_retention_s: float = 75 * 60.0
+    closed_keep_s: float = 3600.0
+    orphan_timeout_s: float = 900.0
+    survey_join_s: float = 7 * 86400.0
+    max_inflight: int = 500_000
+
+
+class InteractionShard(BucketStore):
+    """State of one interactions/surveys partition pair."""
+
+    def __init__(self, settings: ShardSettings, name: str = "") -> None:
+        super().__init__(settings.retention_s, settings.minute_retention_s)
+        self.s = settings
+        self.name = name
+        self.ix: dict[str, Ix] = {}
+        self.handled_index: dict[str, tuple] = {}  # iid -> (q, ch, agent, handled_ts)
+        self.survey_ids: dict[str, float] = {}  # surveys of forgotten interactions: id -> ts
+        self.deadletters: list[DeadLetter] = []
+        self.duplicates = 0
+        self.new_observations: list[tuple] = []  # ("handle_time"|"answer_wait", q, ch, s)
+        self.new_events: Counter = Counter()  # (type, channel) -> count, for cc_events_total
+        self.dirty_ix: set[str] = set()
+        self.dirty_index: set[str] = set()
+
+    # -- events -------------------------------------------------------------------------
+
+    def apply_interaction(self, iid: str, ev: Ev, raw: bytes = b"", topic: str = "",
+                          partition: int = -1, offset: int = -1) -> str:
+        """Apply one validated interaction or survey event for interaction `iid`."""
+        if ev.ts < self.clock - self.s.retention_s:
+            self._reject("too_late", f"event older than the {self.s.retention_s:.0f}s retention",
+                         raw, topic, partition, offset)
+            return "too_late"
+        ix = self.ix.get(iid)
+        if ix is None:
+            if ev.kind == "survey.responded" and iid in self.handled_index:
+                return self._apply_forgotten_survey(iid, ev, raw, topic, partition, offset)
+            if len(self.ix) >= self.s.max_inflight:
+                self._reject("scope_limit", "too many interactions in flight", raw, topic,
+                             partition, offset)
+                return "scope_limit"
+            ix = Ix()
+        else:
+            for e in ix.events:
+                if e.event_id == ev.event_id:
+                    self.duplicates += 1
+                    return "duplicate"
+        ix.events.append(ev)
+        derived = derive(ix.events, self.clock, self.s.params)
+        new_index = len(ix.events) - 1
+        status = derived.status
+        if any(st == CONFLICT for st in status):
+            old_pending = {e.event_id for e in ix.events[:-1] if e.event_id in ix.pending_raw}
+            conflicted = [i for i, st in enumerate(status) if st == CONFLICT]
+            if new_index in conflicted or any(ix.events[i].event_id not in old_pending
+                                              for i in conflicted):
+                ix.events.pop()
+                self._reject("impossible_transition", f"{ev.kind} does not fit interaction "
+                             "history", raw, topic, partition, offset)
+                if ix.events:
+                    self.ix[iid] = ix
+                return "impossible_transition"
+            # the newcomer is fine; earlier stragglers that never fitted are the bad ones
+            for i in sorted(conflicted, reverse=True):
+                bad = ix.events.pop(i)
+                self._reject("impossible_transition", f"{bad.kind} does not fit interaction "
+                             "history", ix.pending_raw.pop(bad.event_id, b""), topic, partition, -1)
+            derived = derive(ix.events, self.clock, self.s.params)
+            status = derived.status
+        self.ix[iid] = ix
+        self.dirty_ix.add(iid)
+        ix.last_ts = max(ix.last_ts, ev.ts)
+        self.new_events[(ev.kind, ev.channel)] += 1
+        result = "ok"
+        for i, st in enumerate(status):
+            eid = ix.events[i].event_id
+            if st == PENDING:
+                if eid not in ix.pending_raw:
+                    ix.pending_raw[eid] = raw if i == new_index else b""
+                if i == new_index:
+                    result = "pending"
+            elif eid in ix.pending_raw:
+                del ix.pending_raw[eid]
+        self._settle(iid, ix, derived)
+        return result
+
+    def _apply_forgotten_survey(self, iid, ev, raw, topic, partition, offset) -> str:
+        if ev.event_id in self.survey_ids:
+            self.duplicates += 1
+            return "duplicate"
+        q, ch, agent, _ = self.handled_index[iid]
+        self.survey_ids[ev.event_id] = ev.ts
+        self.apply_fact(((q, ch, agent), ev.ts, survey_delta(ev.extra, True)), 1.0)
+        self.new_events[(ev.kind, "")] += 1
+        return "ok"
+
+    def _settle(self, iid: str, ix: Ix, d: Derived) -> None:
+        """Apply the difference between the facts already applied and the new ones."""
+        old = Counter(ix.facts)
+        new = Counter(d.facts)
+        if old != new:
+            for fact, n in (old - new).items():
+                for _ in range(n):
+                    self.apply_fact(fact, -1.0)
+            for fact, n in (new - old).items():
+                for _ in range(n):
+                    self.apply_fact(fact, 1.0)
+                    self._observe(fact)
+            ix.facts = d.facts
+        ix.waiting = d.waiting
+        ix.acw_deadline = d.acw_deadline
+        ix.done = d.done
+        ix.handled_key = d.handled_key
+        if d.risk is not None:
+            if ix.risk_since is None or ix.risk is None:
+                ix.risk_since = ix.last_ts
+            ix.risk = d.risk
+        else:
+            ix.risk = ix.risk_since = None
+
+    def _observe(self, fact: tuple) -> None:
+        (q, ch, _), _, delta = fact
+        slots = dict(delta)
+        if slots.get(b.HANDLED):
+            self.new_observations.append(
+                ("handle_time", q, ch, slots[b.TALK] + slots[b.HOLD] + slots[b.ACW]))
+        elif slots.get(b.ANSWERED):
+            self.new_observations.append(("answer_wait", q, ch, slots[b.ANSWER_WAIT]))
+
+    def _reject(self, reason, detail, raw, topic, partition, offset) -> None:
+        self.deadletters.append(DeadLetter(reason, detail, raw, topic, partition, offset))
+
+    # -- time ---------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Move the clock: ACW timeouts, orphans, forgotten interactions, bucket retention."""
+        if now < self.clock:
+            return
+        self.clock = now
+        for iid in list(self.ix):
+            ix = self.ix[iid]
+            if ix.acw_deadline is not None and now >= ix.acw_deadline:
+                self._settle(iid, ix, derive(ix.events, now, self.s.params))
+                self.dirty_ix.add(iid)
+            if ix.pending_raw:
+                self._expire_orphans(iid, ix, now)
+            if ix.done is not None and now - ix.done >= self.s.closed_keep_s:
+                self._forget(iid, ix)
+            elif ix.done is None and ix.last_ts < now - self.s.retention_s:
+                self._forget(iid, ix)
+            elif not ix.events:
+                self._forget(iid, ix)
+        self._prune(now)
+
+    def _expire_orphans(self, iid: str, ix: Ix, now: float) -> None:
+        expired = [e for e in ix.events
+                   if e.event_id in ix.pending_raw and e.ts < now - self.s.orphan_timeout_s]
+        if not expired:
+            return
+        for e in expired:
+            ix.events.remove(e)
+            self._reject("impossible_transition",
+                         f"{e.kind} without its predecessor after {self.s.orphan_timeout_s:.0f}s",
+                         ix.pending_raw.pop(e.event_id), "", -1, -1)
+        self._settle(iid, ix, derive(ix.events, now, self.s.params))
+        self.dirty_ix.add(iid)
+
+    def _forget(self, iid: str, ix: Ix) -> None:
+        if ix.handled_key is not None and ix.done is not None:
+            q, ch, agent = ix.handled_key
+            self.handled_index[iid] = (q, ch, agent, ix.done)
+            self.dirty_index.add(iid)
+        del self.ix[iid]
+        self.dirty_ix.add(iid)
+
+    def _prune(self, now: float) -> None:
+        self.prune_buckets(now)
+        shorizon = now - self.s.survey_join_s
+        for iid in [i for i, v in self.handled_index.items() if v[3] < shorizon]:
+            del self.handled_index[iid]
+            self.dirty_index.add(iid)
+        for sid in [i for i, ts in self.survey_ids.items() if ts < shorizon]:
+            del self.survey_ids[sid]
+
+    # -- reading ------------------------------------------------------------------------
+
+    def waiting(self) -> Iterable[tuple]:
+        for ix in self.ix.values():
+            if ix.waiting is not None:
+                yield ix.waiting
+
+    def at_risk(self, threshold: float) -> Iterable[tuple]:
+        """(iid, queue, agent, score, since) of ongoing contacts at or below the threshold."""
+        for iid, ix in self.ix.items():
+            if ix.risk is not None and ix.risk <= threshold and ix.done is None:
+                last = ix.events[-1] if ix.events else None
+                queue = ix.waiting[0] if ix.waiting else (ix.handled_key or (None,))[0]
+                agent = ""
+                for e in reversed(sorted(ix.events, key=lambda e: e.ts)):
+                    if e.kind == "interaction.offered" and not queue:
+                        queue = e.queue
+                    if e.agent and not agent:
+                        agent = e.agent
+                    if queue and agent:
+                        break
+                if not queue and last is not None:
+                    queue = last.queue
+                yield iid, queue or "", agent, ix.risk, ix.risk_since
+
+    def take_outputs(self) -> tuple[list[DeadLetter], list[tuple], Counter, int]:
+        """Dead letters, histogram observations, event counts and duplicates since last call."""
+        out = (self.deadletters, self.new_observations, self.new_events, self.duplicates)
+        self.deadletters, self.new_observations, self.new_events = [], [], Counter()
+        self.duplicates = 0
+        return out
+
+
+def scopes_of(key: Key, per_agent: bool = True) -> list[str]:
+    """The scopes a (queue, channel, agent) bucket adds into."""
+    q, ch, agent = key
+    out = ["center"]
+    if q:
+        out.append("queue:" + q)
+    if ch and ch != "*":
+        out.append("channel:" + ch)
+    if agent and per_agent:
+        out.append("agent:" + agent)
+    return out
