@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
@@ -122,25 +122,45 @@ def read_history(
 
 
 def staffing(
-    contacts: Annotated[Optional[float], typer.Option("--contacts", help="Contacts offered per interval (scenario).")] = None,
-    interval_min: Annotated[Optional[float], typer.Option("--interval-min", help="Interval length in minutes [default: 30; history: 15].")] = None,
-    aht: Annotated[Optional[float], typer.Option("--aht", help="Average handle time, seconds (fallback for intervals without one).")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Service-level threshold T, seconds.")] = 20.0,
-    sl_target: Annotated[float, typer.Option("--sl-target", help="Service-level target, 0–1 exclusive.")] = 0.8,
-    max_occupancy: Annotated[float, typer.Option("--max-occupancy", help="Highest acceptable occupancy, (0, 1].")] = 0.85,
-    shrinkage: Annotated[float, typer.Option("--shrinkage", help="Share of paid time off the phones, [0, 1).")] = 0.30,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Contacts an agent handles at once (chat/SMS).")] = 1,
-    patience: Annotated[Optional[float], typer.Option("--patience", help="Mean customer patience, seconds: use Erlang A.")] = None,
-    span: Annotated[int, typer.Option("--span", help="Scenario rows either side of the required staffing.")] = 3,
-    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="CSV of intervals: interval_start,contacts,aht_s.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the interval plan to this CSV file.")] = None,
-    from_history: Annotated[bool, typer.Option("--from-history", help="Read the 15-minute interval history from Redis.")] = False,
-    scope: Annotated[Optional[str], typer.Option("--scope", help="History scope, e.g. queue:sales.")] = None,
-    redis_url: Annotated[str, typer.Option("--redis", envvar="CCPULSE_REDIS_URL", help="Redis URL (redis:// or rediss://).", show_default=False)] = "redis://127.0.0.1:6379/0",
-    prefix: Annotated[str, typer.Option("--prefix", help="Redis key prefix.")] = "cc:",
-    from_: Annotated[Optional[str], typer.Option("--from", help="First interval start (ISO 8601), inclusive.")] = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="End of the range (ISO 8601), exclusive.")] = None,
-    tz_name: Annotated[str, typer.Option("--timezone", help="Time zone for --from/--to without an offset.")] = "UTC",
+    contacts: Annotated[float | None, typer.Option(
+        "--contacts", help="Contacts offered per interval (scenario).")] = None,
+    interval_min: Annotated[float | None, typer.Option(
+        "--interval-min", help="Interval length in minutes (default 30; history intervals are 15).")] = None,
+    aht: Annotated[float | None, typer.Option(
+        "--aht", help="Average handle time, seconds (fallback for intervals without one).")] = None,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", help="Service-level threshold T, seconds.")] = 20.0,
+    sl_target: Annotated[float, typer.Option(
+        "--sl-target", help="Service-level target, 0–1 exclusive.")] = 0.8,
+    max_occupancy: Annotated[float, typer.Option(
+        "--max-occupancy", help="Highest acceptable occupancy, (0, 1].")] = 0.85,
+    shrinkage: Annotated[float, typer.Option(
+        "--shrinkage", help="Share of paid time off the phones, [0, 1).")] = 0.30,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", help="Contacts an agent handles at once (chat/SMS).")] = 1,
+    patience: Annotated[float | None, typer.Option(
+        "--patience", help="Mean customer patience, seconds: use Erlang A.")] = None,
+    span: Annotated[int, typer.Option(
+        "--span", help="Scenario rows either side of the required staffing.")] = 3,
+    csv_file: Annotated[Path | None, typer.Option(
+        "--csv", help="CSV of intervals: interval_start,contacts,aht_s.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the interval plan to this CSV file.")] = None,
+    from_history: Annotated[bool, typer.Option(
+        "--from-history", help="Read the 15-minute interval history from Redis.")] = False,
+    scope: Annotated[str | None, typer.Option(
+        "--scope", help="History scope, e.g. queue:sales.")] = None,
+    redis_url: Annotated[str, typer.Option(
+        "--redis", envvar="CCPULSE_REDIS_URL", help="Redis URL (redis:// or rediss://).",
+        show_default=False)] = "redis://127.0.0.1:6379/0",
+    prefix: Annotated[str, typer.Option(
+        "--prefix", help="Redis key prefix.")] = "cc:",
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="First interval start (ISO 8601), inclusive.")] = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="End of the range (ISO 8601), exclusive.")] = None,
+    tz_name: Annotated[str, typer.Option(
+        "--timezone", help="Time zone for --from/--to without an offset.")] = "UTC",
 ) -> None:
     """Agents and positions needed: Erlang C, or Erlang A when --patience is given."""
     try:
@@ -192,7 +212,7 @@ def _run(contacts, interval_min, aht, threshold, sl_target, max_occupancy, shrin
             raise _UsageError("history intervals are 15 minutes; drop --interval-min")
         minutes = HISTORY_INTERVAL_MIN
         try:
-            tz: ZoneInfo | timezone = timezone.utc if tz_name.upper() == "UTC" else ZoneInfo(tz_name)
+            tz: ZoneInfo | timezone = UTC if tz_name.upper() == "UTC" else ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise _UsageError(f"unknown time zone {tz_name[:60]!r}") from None
         start = _parse_when(from_, tz, "--from") if from_ else None

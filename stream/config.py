@@ -80,6 +80,19 @@ class WallboardSettings(msgspec.Struct, forbid_unknown_fields=True):
     abandon_red: float = 0.10
 
 
+class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """TLS and SASL for the Kafka clients; secrets via env or *_FILE, never the command line."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     broker_url: str = "kafka://127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -100,6 +113,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     log_level: str = "warning"
     per_agent_kpis: bool = True
     customer_hash_secret: str = "change-me"
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     kpi: KpiSettings = msgspec.field(default_factory=KpiSettings)
     staffing: StaffingSettings = msgspec.field(default_factory=StaffingSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)

@@ -70,7 +70,7 @@ class Ended(_Interaction, tag="interaction.ended", frozen=True, kw_only=True):
 
 class WrapupCompleted(_Interaction, tag="interaction.wrapup_completed", frozen=True, kw_only=True):
     agent_id: Name
-    disposition: Disposition
+    disposition: Disposition | None = None  # unknown for some replayed call logs
     reason: ShortText | None = None
 
 

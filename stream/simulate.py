@@ -509,6 +509,7 @@ class Simulator:
             for q in skills:
                 self._agents_by_queue[q].append(a)
         self._idle: dict[str, dict[_Agent, None]] = {q: {} for q in cfg.queues}
+        self._n_waiting: dict[str, int] = {q: 0 for q in cfg.queues}
         self._waiting: dict[tuple[str, str], deque[_Contact]] = {
             (q, ch): deque() for q in cfg.queues for ch in CHANNELS}
 
@@ -825,7 +826,7 @@ class Simulator:
         self._active += 1
         self._offer(c, t)
 
-    def _offer(self, c: _Contact, t: float) -> None:
+    def _offer(self, c: _Contact, t: float, avoid: Optional[_Agent] = None) -> None:
         c.state = _WAITING
         c.offered_t = t
         c.agent = None
@@ -836,21 +837,27 @@ class Simulator:
         # the best free agent: an idle one (longest idle first), else the least loaded
         # busy agent with room for this channel
         w = self._w[c.channel]
-        if w > 1.000001:
-            best: Optional[_Agent] = None
+        if w > 1.000001 or self._n_waiting[c.queue] > 0:
+            best: Optional[_Agent] = None  # FIFO per queue: never overtake a waiting contact
         else:
             best = None
             idle = self._idle[c.queue]
+            skipped = False
             while idle:
                 a = next(iter(idle))
                 del idle[a]
+                if a is avoid:
+                    skipped = True
+                    continue
                 if a.n_ring + a.n_talk + a.n_acw == 0 and a.on_shift and not a.in_aux \
                         and a.aux_pending is None and not a.logout_pending:
                     best = a
                     break
+            if skipped:
+                idle[avoid] = None  # type: ignore[index]  # still idle: keep it listed
             if best is None and w < 0.999999:
                 for a in self._agents_by_queue[c.queue]:
-                    if a.load + w > 1.000001 or not a.on_shift or a.in_aux \
+                    if a is avoid or a.load + w > 1.000001 or not a.on_shift or a.in_aux \
                             or a.aux_pending is not None or a.logout_pending:
                         continue
                     if a.n_talk == 0 and a.n_acw > 0:
@@ -862,6 +869,7 @@ class Simulator:
             self._route(c, best, t)
             return
         self._waiting[(c.queue, c.channel)].append(c)
+        self._n_waiting[c.queue] += 1
         cfg = self.config
         rng = self._rng
         if rng.random() < cfg.short_abandon_share:
@@ -879,6 +887,7 @@ class Simulator:
             return
         t = self._now
         c.state = _DONE
+        self._n_waiting[c.queue] -= 1
         self.stats["abandoned"] += 1
         if t - c.offered_t < 5.0:
             self.stats["short_abandons"] += 1
@@ -901,28 +910,36 @@ class Simulator:
         self._schedule(t + self._rng.uniform(lo, hi), self._answer, c)
 
     def _try_assign(self, a: _Agent, t: float) -> None:
+        """Give a free(d) agent the oldest waiting contacts of its queues, FIFO.
+
+        When the oldest one needs more room than the agent has (a call while it is on a
+        chat), the agent takes nothing new until it is free enough: it drains.
+        """
         if not a.on_shift or a.in_aux or a.aux_pending is not None or a.logout_pending:
             return
         if a.n_talk == 0 and a.n_acw > 0:
             return
         waiting = self._waiting
+        n_waiting = self._n_waiting
         w = self._w
         while True:
             best_dq = None
             best_t = math.inf
             for q in a.queues:
+                if not n_waiting[q]:
+                    continue
                 for ch in CHANNELS:
-                    if a.load + w[ch] > 1.000001:
-                        continue
                     dq = waiting[(q, ch)]
                     while dq and dq[0].state != _WAITING:
                         dq.popleft()
                     if dq and dq[0].offered_t < best_t:
                         best_t = dq[0].offered_t
                         best_dq = dq
-            if best_dq is None:
+            if best_dq is None or a.load + w[best_dq[0].channel] > 1.000001:
                 break
-            self._route(best_dq.popleft(), a, t)
+            c = best_dq.popleft()
+            n_waiting[c.queue] -= 1
+            self._route(c, a, t)
         if a.n_ring + a.n_talk + a.n_acw == 0:
             # idle and routable: join the idle lists (insertion order = longest idle first)
             for q in a.queues:
@@ -1059,9 +1076,8 @@ class Simulator:
         c.transfers += 1
         self.stats["transferred"] += 1
         c.queue = to_q
-        # the offered record of the new leg is emitted before the agent takes new work
-        self._offer(c, t)
         self._agent_freed(a, t)
+        self._offer(c, t, avoid=a)  # not straight back to the agent who transferred it
 
     def _ended(self, c: _Contact) -> None:
         t = self._now
@@ -1160,11 +1176,17 @@ class Simulator:
             out = rng.choice((b"[1,2,3]", b'"interaction.offered"', b"null", b"42",
                               orjson.dumps([d])))
         elif kind == "wrong_type":
-            f, v = rng.choice((
+            options: list[tuple[str, Any]] = [
                 ("schema_version", "1"), ("ts", 1763892902123), ("interaction_id", 12345),
                 ("queue", [d.get("queue", "billing")]), ("channel", None), ("event_id", {"id": 1}),
-                ("type", 7), ("agent_id", 42) if "agent_id" in d else ("customer_id", ["x"]),
-            ))
+                ("type", 7)]
+            if "agent_id" in d:
+                options.append(("agent_id", 42))
+            if "customer_id" in d:
+                options.append(("customer_id", ["x"]))
+            if "text" in d:
+                options.append(("text", 3.5))
+            f, v = options[rng.randrange(len(options))]
             d[f] = v
             out = orjson.dumps(d)
         elif kind == "unknown_type":

@@ -414,9 +414,8 @@ def whatif(payload: dict) -> dict:
     if errors:
         raise WhatIfError(errors)
 
-    assert aht is not None and interval_min is not None and concurrency is not None and span is not None
     rate = per_h if per_h is not None else contacts * 60.0 / interval_min  # type: ignore[operator]
-    load = QueueLoad(rate, aht, int(concurrency), patience)
+    load = QueueLoad(rate, aht, int(concurrency), patience)  # type: ignore[arg-type]
     if load.offered_erlangs > WHATIF_MAX_ERLANGS:
         raise WhatIfError({"offered_per_h": f"load of {load.offered_erlangs:.0f} Erlangs exceeds the "
                                             f"limit of {WHATIF_MAX_ERLANGS:.0f}"})
@@ -432,7 +431,12 @@ def whatif(payload: dict) -> dict:
             "required_agents": 0, "required_positions": 0, "required": None, "rows": [],
             **({"at_agents": _metrics_dict(_row(load, targets, int(agents)))} if agents else {}),
         }
-    scenario = plan_scenario(load, targets, span=int(span))
+    try:
+        scenario = plan_scenario(load, targets, span=int(span))  # type: ignore[arg-type]
+        at_agents = _row(load, targets, int(agents)) if agents is not None else None
+    except ErlangADomainError:
+        raise WhatIfError({"patience_s": "too long relative to aht_s at this load for Erlang A; "
+                                         "leave it out to use Erlang C"}) from None
     req_row = next(r for r in scenario.rows if r.agents == scenario.required.agents)
     out: dict[str, Any] = {
         "model": load.model,
@@ -444,8 +448,8 @@ def whatif(payload: dict) -> dict:
         "required": _metrics_dict(req_row),
         "rows": [_metrics_dict(r) for r in scenario.rows],
     }
-    if agents is not None:
-        out["at_agents"] = _metrics_dict(_row(load, targets, int(agents)))
+    if at_agents is not None:
+        out["at_agents"] = _metrics_dict(at_agents)
     return out
 
 

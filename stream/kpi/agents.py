@@ -78,6 +78,8 @@ class AgentShard(BucketStore):
                                                "agent's recent history", raw, topic, partition,
                                                offset))
             return "too_late"
+        if change.ts > self.max_ts:
+            self.max_ts = change.ts
         tl.changes.append(change)
         tl.changes.sort(key=lambda c: (c.ts, c.event_id))
         self._settle(agent, tl)

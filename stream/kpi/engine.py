@@ -70,6 +70,7 @@ class Engine:
         self.agents: set[str] = set()
         self.rejected: Counter = Counter()
         self.pending_deadletters: list[DeadLetter] = []
+        self.future_limit: float | None = None  # events after this are bad timestamps
 
     # -- shards -------------------------------------------------------------------------
 
@@ -119,6 +120,9 @@ class Engine:
         except E.Rejected as rej:
             return self.reject(rej.reason, rej.detail, raw, topic, partition, offset)
         ts = event.ts.timestamp()
+        if self.future_limit is not None and ts > self.future_limit:
+            return self.reject("bad_timestamp", "event time is in the future", raw, topic,
+                               partition, offset)
         if kind == "agents":
             over = self._names_ok(tuple(event.queues), event.agent_id)
             if over:

@@ -330,7 +330,7 @@ def erlang_c(servers: int, load: float) -> float:
 def positions_for(agents: int, shrinkage: float) -> int:
     """Positions to roster so ``agents`` are on the phones after shrinkage.
 
-    Rounded to 9 decimals first: 14 / 0.7 is 20.000000000000004 in binary floating point.
+    Rounded to 9 decimals first: 21 / (1 - 0.3) is 30.000000000000004 in binary floating point.
     """
     if shrinkage == 0:
         return agents
@@ -364,11 +364,17 @@ class _ACore:
     log_a: float
 
 
+def _patience(load: QueueLoad) -> float:
+    if load.patience_s is None:
+        raise StaffingInputError("Erlang A needs patience_s")
+    return load.patience_s
+
+
 def _erlang_a_core(load: QueueLoad, servers: int, threshold_s: float) -> _ACore:
     """SL, P(wait), P(abandon), occupancy of Erlang A: two incomplete gammas and Erlang B."""
-    assert load.patience_s is not None
+    patience = _patience(load)
     a = load.offered_erlangs
-    ratio = load.patience_s / load.aht_s  # μ/θ
+    ratio = patience / load.aht_s  # μ/θ
     x = servers * ratio
     y = a * ratio
     if x > ERLANG_A_MAX_SCALE or y > ERLANG_A_MAX_SCALE:
@@ -391,7 +397,7 @@ def _erlang_a_core(load: QueueLoad, servers: int, threshold_s: float) -> _ACore:
     p_ab_if_wait = min(1.0, max(0.0, 1.0 - served_if_wait))
     p_abandon = p_wait * p_ab_if_wait
     # P(answered within T | wait) = [(1 − 1/A) − R (1 − 1/A')] / ρ, R = P(x, y')/P(x, y)
-    y_t = y * math.exp(-threshold_s / load.patience_s)
+    y_t = y * math.exp(-threshold_s / patience)
     if y_t > 0.0:
         log_p_t, _, log_a_t = _gamma_kernel(x, y_t)
         late = math.exp(log_p_t - log_p) * -math.expm1(-log_a_t) / rho
@@ -399,7 +405,7 @@ def _erlang_a_core(load: QueueLoad, servers: int, threshold_s: float) -> _ACore:
         late = 0.0
     within_if_wait = min(1.0, max(0.0, served_if_wait - late))
     sl = (1.0 - p_wait) + p_wait * within_if_wait
-    occupancy = rho * (1.0 - p_abandon)
+    occupancy = min(1.0, rho * (1.0 - p_abandon))
     return _ACore(p_wait, p_abandon, sl, occupancy, log_a)
 
 
@@ -418,7 +424,7 @@ def _erlang_a_answered_wait_sum(x: float, y: float) -> float:
         h_m = math.fsum(1.0 / (x + k + 1.0) for k in range(m + 1))
     else:
         h_m = _digamma(x + m + 2.0) - _digamma(x + 1.0)
-    limit = _max_iter(max(x, y)) + 4 * m if m < 2000 else _max_iter(max(x, y)) * 4
+    limit = 4 * _max_iter(max(x, y))  # the terms that matter lie within ~10 sqrt(y) of the mode
     num = den = 0.0
     # upwards from the mode
     w, h, j = 1.0, h_m, m
@@ -450,12 +456,12 @@ def _erlang_a_answered_wait_sum(x: float, y: float) -> float:
 
 
 def _erlang_a_metrics(load: QueueLoad, agents: int, threshold_s: float) -> QueueMetrics:
-    assert load.patience_s is not None
+    patience = _patience(load)
     a = load.offered_erlangs
     s = agents * load.concurrency
     core = _erlang_a_core(load, s, threshold_s)
-    theta = 1.0 / load.patience_s
-    ratio = load.patience_s / load.aht_s
+    theta = 1.0 / patience
+    ratio = patience / load.aht_s
     mean_wait = core.p_abandon / theta
     p_answered = 1.0 - core.p_abandon
     if core.p_wait > 0.0 and p_answered > 0.0:

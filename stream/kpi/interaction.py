@@ -13,6 +13,7 @@ ended → wrapup_completed. A transfer closes the leg (it counts `transferred`, 
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass, field
 
 from . import buckets as b
@@ -107,6 +108,90 @@ def _sort_key(ev: Ev, first_offer_id: str | None) -> tuple:
     return (ev.ts, code, ev.event_id)
 
 
+def _step(cur: "Leg | None", legs: list, ev: Ev, scores: list, surveys: list):
+    """Apply one event to the leg state; returns (status, current leg).
+
+    An event that does not fit (yet) is PENDING: with out-of-order arrival its missing
+    predecessor may still come (a transfer and re-offer before a second `answered`). One that
+    never fits is dead-lettered as an impossible transition when the orphan timeout passes.
+    """
+    kind = ev.kind
+    st = OK
+    if kind == "interaction.message":
+        direction, score = ev.extra  # type: ignore[misc]
+        if direction == "customer" and score is not None:
+            scores.append((ev.ts, ev.event_id, score))
+    elif kind == "survey.responded":
+        surveys.append(ev)
+    elif kind == "interaction.offered":
+        if cur is None:
+            if legs:  # the interaction already finished: a new offer is impossible
+                st = PENDING
+            else:
+                cur = Leg(ev.queue, ev.channel, ev.ts, ev.extra)
+        elif cur.transferred is not None:
+            if ev.queue != cur.to_queue and cur.to_queue:
+                st = PENDING
+            else:
+                legs.append(cur)
+                cur = Leg(ev.queue, ev.channel, ev.ts, ev.extra or cur.customer)
+        else:
+            st = PENDING  # a second offer while the leg is still open
+    elif cur is None:
+        st = PENDING if legs else PENDING
+    elif kind == "interaction.answered":
+        if cur.answered is None and cur.abandoned is None:
+            cur.answered, cur.agent = ev.ts, ev.agent
+        else:
+            st = PENDING
+    elif kind == "interaction.abandoned":
+        if cur.answered is None and cur.abandoned is None:
+            cur.abandoned = ev.ts
+        else:
+            st = PENDING
+    elif cur.abandoned is not None or cur.transferred is not None:
+        st = PENDING
+    elif cur.answered is None:
+        st = PENDING  # talk-phase event whose `answered` has not arrived yet
+    elif kind == "interaction.hold_started":
+        if cur.ended is not None or cur.hold_open is not None:
+            st = PENDING
+        else:
+            cur.hold_open = ev.ts
+    elif kind == "interaction.hold_ended":
+        if cur.ended is not None:
+            st = PENDING
+        elif cur.hold_open is None:
+            st = PENDING
+        else:
+            cur.hold += ev.ts - cur.hold_open
+            cur.hold_open = None
+    elif kind == "interaction.transferred":
+        if cur.ended is not None:
+            st = PENDING
+        else:
+            if cur.hold_open is not None:
+                cur.hold += ev.ts - cur.hold_open
+                cur.hold_open = None
+            cur.transferred, cur.to_queue = ev.ts, str(ev.extra or "")
+    elif kind == "interaction.ended":
+        if cur.ended is not None:
+            st = PENDING
+        else:
+            if cur.hold_open is not None:
+                cur.hold += ev.ts - cur.hold_open
+                cur.hold_open = None
+            cur.ended = ev.ts
+    elif kind == "interaction.wrapup_completed":
+        if cur.ended is None:
+            st = PENDING
+        elif cur.wrapup is not None:
+            st = PENDING
+        else:
+            cur.wrapup, cur.disposition = ev.ts, ev.extra  # type: ignore[assignment]
+    return st, cur
+
+
 def derive(events: list[Ev], now: float, p: Params) -> Derived:
     """Replay an interaction's events in event-time order into legs and facts."""
     offers = [e for e in events if e.kind == "interaction.offered"]
@@ -118,83 +203,26 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
     scores: list[tuple[float, float]] = []
     surveys: list[Ev] = []
 
-    for i in ordered:
-        ev = events[i]
-        kind = ev.kind
-        st = OK
-        if kind == "interaction.message":
-            direction, score = ev.extra  # type: ignore[misc]
-            if direction == "customer" and score is not None:
-                scores.append((ev.ts, score))
-        elif kind == "survey.responded":
-            surveys.append(ev)
-        elif kind == "interaction.offered":
-            if cur is None:
-                if legs:  # the interaction already finished: a new offer is impossible
-                    st = CONFLICT
-                else:
-                    cur = Leg(ev.queue, ev.channel, ev.ts, ev.extra)
-            elif cur.transferred is not None:
-                if ev.queue != cur.to_queue and cur.to_queue:
-                    st = CONFLICT
-                else:
-                    legs.append(cur)
-                    cur = Leg(ev.queue, ev.channel, ev.ts, ev.extra or cur.customer)
-            else:
-                st = CONFLICT  # a second offer while the leg is still open
-        elif cur is None:
-            st = CONFLICT if legs else PENDING
-        elif kind == "interaction.answered":
-            if cur.answered is None and cur.abandoned is None:
-                cur.answered, cur.agent = ev.ts, ev.agent
-            else:
-                st = CONFLICT
-        elif kind == "interaction.abandoned":
-            if cur.answered is None and cur.abandoned is None:
-                cur.abandoned = ev.ts
-            else:
-                st = CONFLICT
-        elif cur.abandoned is not None or cur.transferred is not None:
-            st = CONFLICT
-        elif cur.answered is None:
-            st = PENDING  # talk-phase event whose `answered` has not arrived yet
-        elif kind == "interaction.hold_started":
-            if cur.ended is not None or cur.hold_open is not None:
-                st = CONFLICT
-            else:
-                cur.hold_open = ev.ts
-        elif kind == "interaction.hold_ended":
-            if cur.ended is not None:
-                st = CONFLICT
-            elif cur.hold_open is None:
-                st = PENDING
-            else:
-                cur.hold += ev.ts - cur.hold_open
-                cur.hold_open = None
-        elif kind == "interaction.transferred":
-            if cur.ended is not None:
-                st = CONFLICT
-            else:
-                if cur.hold_open is not None:
-                    cur.hold += ev.ts - cur.hold_open
-                    cur.hold_open = None
-                cur.transferred, cur.to_queue = ev.ts, str(ev.extra or "")
-        elif kind == "interaction.ended":
-            if cur.ended is not None:
-                st = CONFLICT
-            else:
-                if cur.hold_open is not None:
-                    cur.hold += ev.ts - cur.hold_open
-                    cur.hold_open = None
-                cur.ended = ev.ts
-        elif kind == "interaction.wrapup_completed":
-            if cur.ended is None:
-                st = PENDING
-            elif cur.wrapup is not None:
-                st = CONFLICT
-            else:
-                cur.wrapup, cur.disposition = ev.ts, ev.extra  # type: ignore[assignment]
-        out.status[i] = st
+    i = 0
+    while i < len(ordered):
+        # events sharing a timestamp: apply whichever is legal first (a transfer and the
+        # re-offer it causes, or a whole contact logged in one second)
+        j = i
+        while j < len(ordered) and events[ordered[j]].ts == events[ordered[i]].ts:
+            j += 1
+        group = ordered[i:j]
+        while group:
+            pick = 0
+            if len(group) > 1:
+                for k, idx in enumerate(group):
+                    trial = _step(copy(cur) if cur else None, list(legs), events[idx], [], [])[0]
+                    if trial == OK:
+                        pick = k
+                        break
+            idx = group.pop(pick)
+            st, cur = _step(cur, legs, events[idx], scores, surveys)
+            out.status[idx] = st
+        i = j
 
     if cur is not None:
         legs.append(cur)
@@ -209,8 +237,9 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
         if last.handled is not None:
             out.done = last.handled
             out.handled_key = (last.queue, last.channel, last.agent)
-            if scores:
-                _sentiment_fact(scores, last, p, out)
+            counted = [sc for sc in scores if sc[0] <= last.handled]
+            if counted:
+                _sentiment_fact(counted, last, p, out)
         elif last.abandoned is not None:
             out.done = last.abandoned
         elif last.answered is None and last.transferred is None:
@@ -218,7 +247,7 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
         elif last.ended is not None and last.wrapup is None:
             out.acw_deadline = last.ended + p.acw_timeout_s
         if out.done is None and scores:
-            recent = [s for _, s in scores[-p.sentiment_span:]]
+            recent = [s for _, _, s in scores[-p.sentiment_span:]]
             out.risk = sum(recent) / len(recent)
     for sv in surveys:
         _survey_fact(sv, out)
@@ -249,10 +278,13 @@ def _leg_facts(leg: Leg, now: float, p: Params, out: Derived) -> None:
         return
     if leg.ended is None or leg.answered is None:
         return
-    if leg.wrapup is not None:
+    deadline = leg.ended + p.acw_timeout_s
+    if leg.wrapup is not None and leg.wrapup <= deadline:
         leg.handled = leg.wrapup
-    elif now >= leg.ended + p.acw_timeout_s:
-        leg.handled = leg.ended + p.acw_timeout_s
+    elif now >= deadline:
+        # ACW closed by the timeout; a wrap-up after it comes too late to change the leg
+        leg.handled = deadline
+        leg.disposition = None
     else:
         return
     talk = leg.ended - leg.answered - leg.hold
@@ -265,10 +297,11 @@ def _leg_facts(leg: Leg, now: float, p: Params, out: Derived) -> None:
     facts.append(((q, ch, leg.agent), leg.handled, tuple(delta)))
 
 
-def _sentiment_fact(scores: list[tuple[float, float]], last: Leg, p: Params, out: Derived) -> None:
+def _sentiment_fact(scores: list[tuple[float, str, float]], last: Leg, p: Params,
+                    out: Derived) -> None:
     k = p.sentiment_span
-    first = [s for _, s in scores[:k]]
-    final = [s for _, s in scores[-k:]]
+    first = [s for _, _, s in scores[:k]]
+    final = [s for _, _, s in scores[-k:]]
     start, end = sum(first) / len(first), sum(final) / len(final)
     out.facts.append(((last.queue, last.channel, last.agent), last.handled,
                       ((b.SENT_SAMPLES, 1.0), (b.SENT_END_SUM, end),

@@ -126,3 +126,16 @@ def with_sums(a: Acc) -> dict[str, float | int]:
     for name in SUMS:
         out["sum_" + name] = a[b.IDX[name]]
     return out
+
+
+def acc_from_fields(fields: dict[str, str | float]) -> Acc:
+    """Rebuild an accumulator from a published hash (counts + `sum_` fields), for re-adding ranges."""
+    acc = b.new()
+    for name, i in COUNTS.items():
+        if name in fields:
+            acc[i] = float(fields[name])
+    for name in SUMS:
+        key = "sum_" + name
+        if key in fields:
+            acc[b.IDX[name]] = float(fields[key])
+    return acc

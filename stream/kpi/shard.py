@@ -82,6 +82,8 @@ class InteractionShard(BucketStore):
             self._reject("too_late", f"event older than the {self.s.retention_s:.0f}s retention",
                          raw, topic, partition, offset)
             return "too_late"
+        if ev.ts > self.max_ts:
+            self.max_ts = ev.ts
         ix = self.ix.get(iid)
         if ix is None:
             if ev.kind == "survey.responded" and iid in self.handled_index:

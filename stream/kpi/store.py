@@ -19,6 +19,7 @@ class BucketStore:
         self.minutes: dict[tuple, list[float]] = {}
         self.intervals: dict[tuple, list[float]] = {}
         self.clock = 0.0
+        self.max_ts = 0.0  # event-time watermark of this shard
         self.dirty_minutes: set[tuple] = set()
         self.dirty_intervals: set[tuple] = set()
         self.changed_intervals: set[int] = set()

@@ -1,0 +1,208 @@
+"""The Faust app that hosts a worker: lifecycle, the publish timer and the HTTP views.
+
+Faust runs the service that owns the batch pipeline (`pipeline.py`), the timer that
+publishes every `publish_interval_s`, and the web server with /metrics, /healthz, /readyz
+and the JSON API. The hot path consumes with aiokafka below Faust's per-event machinery, as
+issue 12 allows; state exactness comes from the checkpoint design, not Faust tables.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+import faust
+import mode
+import orjson
+
+from .config import Settings
+from .pipeline import Pipeline
+
+log = logging.getLogger("ccpulse.app")
+MAX_PARAM = 256
+MAX_BODY = 64 * 1024
+
+
+def broker_credentials(cfg: Settings):
+    k = cfg.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    from .kafka_security import client_kwargs
+
+    kwargs = client_kwargs(cfg)
+    if k.security_protocol == "SSL":
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return faust.SASLCredentials(username=k.sasl_username, password=k.sasl_password,
+                                 mechanism=k.sasl_mechanism, ssl_context=kwargs.get("ssl_context"))
+
+
+def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
+    app = faust.App(
+        f"{cfg.group_id}-host", broker=cfg.broker_url, broker_credentials=broker_credentials(cfg),
+        store="memory://", autodiscover=False, web_host=cfg.web_host, web_port=cfg.web_port,
+        web_bind=cfg.web_host, web_in_thread=False, broker_session_timeout=6,
+        broker_heartbeat_interval=1, topic_partitions=cfg.partitions, producer_acks=-1,
+        topic_allow_declare=True, logging_config=None, datadir=cfg.data_dir,
+    )
+
+    class PipelineService(mode.Service):
+        async def on_start(self) -> None:
+            await pipeline.start()
+
+        @mode.Service.task
+        async def _consume(self) -> None:
+            await pipeline.run()
+
+        async def on_stop(self) -> None:
+            await pipeline.stop()
+
+    app.service(PipelineService)
+
+    @app.timer(cfg.publish_interval_s)
+    async def publish() -> None:
+        await pipeline.cycle()
+
+    def guarded(request: Any) -> bool:
+        """The API needs the bearer token unless the server is bound to loopback only."""
+        token = cfg.api_token
+        if cfg.web_host in ("127.0.0.1", "localhost", "::1") and not token:
+            return True
+        if not token:
+            return False
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else ""
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def error(web: Any, status: int, message: str):
+        return web.json({"error": message, "status": status}, status=status)
+
+    def params(request: Any, *names: str) -> dict[str, str]:
+        out = {}
+        for name in names:
+            value = request.query.get(name)
+            if value is not None:
+                if len(value) > MAX_PARAM:
+                    raise ValueError(f"parameter {name} is too long")
+                out[name] = value
+        return out
+
+    @app.page("/metrics")
+    async def metrics_view(web, request):
+        return web.bytes(pipeline.metrics.render(),
+                         content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok", "events": pipeline.events_seen,
+                         "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok})
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        if pipeline.ready and pipeline.consumer is not None and pipeline.consumer.assignment():
+            return web.json({"status": "ready", "shards": sorted(pipeline.owned)})
+        return web.json({"status": "not ready"}, status=503)
+
+    @app.page("/api/kpi")
+    async def api_kpi(web, request):
+        if not guarded(request):
+            return error(web, 401, "missing or wrong bearer token")
+        try:
+            q = params(request, "scope", "window")
+        except ValueError as exc:
+            return error(web, 400, str(exc))
+        view = pipeline.view
+        if view is None:
+            return error(web, 503, "no data published yet")
+        scope, window = q.get("scope", "center"), q.get("window")
+        if scope not in view.kpi:
+            return error(web, 404, "unknown scope")
+        if window is not None and window not in ("15m", "1h", "today"):
+            return error(web, 400, "window must be one of 15m, 1h, today")
+        data = view.kpi[scope] if window is None else {window: view.kpi[scope].get(window, {})}
+        return web.json({"scope": scope, "as_of": view.as_of, "windows": data})
+
+    @app.page("/api/load")
+    async def api_load(web, request):
+        if not guarded(request):
+            return error(web, 401, "missing or wrong bearer token")
+        view = pipeline.view
+        if view is None:
+            return error(web, 503, "no data published yet")
+        try:
+            scope = params(request, "scope").get("scope")
+        except ValueError as exc:
+            return error(web, 400, str(exc))
+        if scope is None:
+            return web.json({"as_of": view.as_of, "load": view.load})
+        if scope not in view.load:
+            return error(web, 404, "unknown scope")
+        return web.json({"scope": scope, "as_of": view.as_of, "load": view.load[scope]})
+
+    @app.page("/api/intervals")
+    async def api_intervals(web, request):
+        if not guarded(request):
+            return error(web, 401, "missing or wrong bearer token")
+        from .report import ReportError, read_range
+
+        try:
+            q = params(request, "scope", "from", "to", "by")
+            rows, total = await read_range(pipeline.sink.redis, cfg.redis_prefix,
+                                           q.get("scope", "center"), q.get("from"), q.get("to"),
+                                           cfg.tz)
+        except (ValueError, ReportError) as exc:
+            return error(web, 400, str(exc))
+        return web.json({"scope": q.get("scope", "center"), "total": total,
+                         "intervals": rows if q.get("by") == "interval" else None})
+
+    @app.page("/api/staffing/whatif")
+    async def api_whatif(web, request):
+        if not guarded(request):
+            return error(web, 401, "missing or wrong bearer token")
+        if request.method != "POST":
+            return error(web, 405, "POST a JSON body")
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return error(web, 413, "body too large")
+        from .staffing import StaffingInputError, whatif
+
+        try:
+            payload = orjson.loads(body)
+            if not isinstance(payload, dict):
+                raise StaffingInputError("body must be a JSON object")
+            return web.json(whatif(payload))
+        except (orjson.JSONDecodeError, StaffingInputError, ValueError) as exc:
+            return error(web, 400, str(exc))
+
+    app.ccpulse_started = time.time()  # type: ignore[attr-defined]
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Configure logging ourselves: Faust's `-l warn` leaves the root logger at DEBUG."""
+    import structlog
+
+    numeric = getattr(logging, level.upper(), logging.WARNING)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        force=True)
+    logging.getLogger().setLevel(numeric)
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(numeric))
+
+
+def run_worker(cfg: Settings, scorer=None, staffing=None) -> None:
+    configure_logging(cfg.log_level)
+    pipeline = Pipeline(cfg, scorer=scorer, staffing=staffing)
+    app = create_app(cfg, pipeline)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=cfg.log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

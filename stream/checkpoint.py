@@ -1,0 +1,223 @@
+"""Shard state and input offsets, saved together: the exactness guarantee without transactions.
+
+A shard's checkpoint is a handful of Redis hashes (interactions, minute buckets, interval
+buckets, index of handled interactions, agents) plus a `meta` hash with the next input
+offset of each of its topic-partitions. Each save writes only what changed (dirty keys) and
+the offsets in the same MULTI/EXEC, so state and position can never disagree: after a crash
+the worker restores the state and seeks to the saved offsets, and every event after them is
+applied exactly once. Kafka's committed offsets are only used for lag monitoring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .kpi import buckets as b
+from .kpi.agents import AgentShard, AgentTimeline, Change
+from .kpi.interaction import Ev, derive
+from .kpi.shard import InteractionShard, Ix
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder()
+
+
+def _bkey(key: tuple) -> str:
+    return f"{key[0]}|{key[1]}|{key[2]}|{key[3]}"
+
+
+def _parse_bkey(text: str) -> tuple:
+    q, ch, agent, start = text.split("|")
+    return (q, ch, agent, int(start))
+
+
+def _pack_fact(fact: tuple) -> list:
+    key, ts, delta = fact
+    return [list(key), ts, [list(d) for d in delta]]
+
+
+def _unpack_fact(data: list) -> tuple:
+    key, ts, delta = data
+    return (tuple(key), ts, tuple((int(s), v) for s, v in delta))
+
+
+def _pack_ev(ev: Ev) -> list:
+    extra = ev.extra
+    return [ev.ts, ev.kind, ev.event_id, ev.queue, ev.channel, ev.agent,
+            list(extra) if isinstance(extra, tuple) else extra]
+
+
+def _unpack_ev(data: list) -> Ev:
+    ts, kind, eid, q, ch, agent, extra = data
+    if isinstance(extra, list):
+        extra = tuple(extra)
+    return Ev(ts, kind, eid, q, ch, agent, extra)
+
+
+def pack_ix(ix: Ix) -> bytes:
+    return _enc.encode([[_pack_ev(e) for e in ix.events], [_pack_fact(f) for f in ix.facts],
+                        ix.pending_raw, ix.risk_since, ix.last_ts])
+
+
+def unpack_ix(data: bytes, shard: InteractionShard) -> Ix:
+    events, facts, pending, risk_since, last_ts = _dec.decode(data)
+    ix = Ix(events=[_unpack_ev(e) for e in events], facts=[_unpack_fact(f) for f in facts],
+            pending_raw=dict(pending), last_ts=last_ts)
+    d = derive(ix.events, shard.clock, shard.s.params)
+    ix.waiting, ix.acw_deadline, ix.done = d.waiting, d.acw_deadline, d.done
+    ix.handled_key, ix.risk, ix.risk_since = d.handled_key, d.risk, risk_since
+    return ix
+
+
+def pack_timeline(tl: AgentTimeline) -> bytes:
+    return _enc.encode([[[c.ts, c.state, list(c.queues), [list(x) for x in c.capacity],
+                          c.event_id] for c in tl.changes],
+                        [_pack_fact(f) for f in tl.facts], tl.final_before])
+
+
+def unpack_timeline(data: bytes) -> AgentTimeline:
+    changes, facts, final_before = _dec.decode(data)
+    return AgentTimeline(
+        changes=[Change(ts, st, tuple(qs), tuple(tuple(x) for x in cap), eid)
+                 for ts, st, qs, cap, eid in changes],
+        facts=[_unpack_fact(f) for f in facts], final_before=final_before)
+
+
+class ShardKeys:
+    """Redis key names of one shard's checkpoint and published partials."""
+
+    def __init__(self, prefix: str, shard: str) -> None:
+        base = f"{prefix}state:{shard}:"
+        self.meta = base + "meta"
+        self.items = base + "items"  # interactions or agents
+        self.minutes = base + "m"
+        self.intervals = base + "iv"
+        self.index = base + "hx"
+        self.partial = f"{prefix}part:{shard}"
+
+    def ivpart(self, prefix: str, shard: str, day: str) -> str:
+        return f"{prefix}ivpart:{shard}:{day}"
+
+    def all(self) -> list[str]:
+        return [self.meta, self.items, self.minutes, self.intervals, self.index]
+
+
+def stage_buckets(pipe: Any, keys: ShardKeys, store) -> tuple[set, set]:
+    """Queue HSET/HDEL of the store's dirty buckets on a pipeline; returns what was staged."""
+    minutes, intervals = store.dirty_minutes, store.dirty_intervals
+    store.dirty_minutes, store.dirty_intervals = set(), set()
+    for dirty, source, key in ((minutes, store.minutes, keys.minutes),
+                               (intervals, store.intervals, keys.intervals)):
+        sets, dels = {}, []
+        for bk in dirty:
+            acc = source.get(bk)
+            if acc is None or b.is_zero(acc):
+                dels.append(_bkey(bk))
+            else:
+                sets[_bkey(bk)] = _enc.encode(b.pack(acc))
+        if sets:
+            pipe.hset(key, mapping=sets)
+        if dels:
+            pipe.hdel(key, *dels)
+    return minutes, intervals
+
+
+def stage_shard(pipe: Any, keys: ShardKeys, shard, offsets: dict[str, int]) -> tuple:
+    """Queue a shard's dirty state and its offsets; returns a token to undo on failure."""
+    minutes, intervals = stage_buckets(pipe, keys, shard)
+    if isinstance(shard, InteractionShard):
+        items, shard.dirty_ix = shard.dirty_ix, set()
+        index, shard.dirty_index = shard.dirty_index, set()
+        sets, dels = {}, []
+        for iid in items:
+            ix = shard.ix.get(iid)
+            if ix is None:
+                dels.append(iid)
+            else:
+                sets[iid] = pack_ix(ix)
+        hx_sets, hx_dels = {}, []
+        for iid in index:
+            entry = shard.handled_index.get(iid)
+            if entry is None:
+                hx_dels.append(iid)
+            else:
+                hx_sets[iid] = _enc.encode(list(entry))
+        if hx_sets:
+            pipe.hset(keys.index, mapping=hx_sets)
+        if hx_dels:
+            pipe.hdel(keys.index, *hx_dels)
+        extra = _enc.encode(shard.survey_ids)
+    else:
+        items, shard.dirty_agents = shard.dirty_agents, set()
+        index = set()
+        sets, dels = {}, []
+        for agent in items:
+            tl = shard.agents.get(agent)
+            if tl is None:
+                dels.append(agent)
+            else:
+                sets[agent] = pack_timeline(tl)
+        extra = b""
+    if sets:
+        pipe.hset(keys.items, mapping=sets)
+    if dels:
+        pipe.hdel(keys.items, *dels)
+    meta = {f"offset:{tp}": str(off) for tp, off in offsets.items()}
+    meta["clock"] = repr(shard.clock)
+    meta["extra"] = extra
+    pipe.hset(keys.meta, mapping=meta)
+    return (minutes, intervals, items, index)
+
+
+def unstage(shard, token: tuple) -> None:
+    """Put dirty markers back after a failed save, so the next save writes them."""
+    minutes, intervals, items, index = token
+    shard.dirty_minutes |= minutes
+    shard.dirty_intervals |= intervals
+    if isinstance(shard, InteractionShard):
+        shard.dirty_ix |= items
+        shard.dirty_index |= index
+    else:
+        shard.dirty_agents |= items
+
+
+async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
+    """Load a shard's state from Redis into `shard`; returns saved offsets by topic-partition."""
+    pipe = redis.pipeline(transaction=True)
+    for key in keys.all():
+        pipe.hgetall(key)
+    meta, items, minutes, intervals, index = await pipe.execute()
+    meta = {k.decode(): v for k, v in meta.items()}
+    if not meta:
+        return {}
+    shard.clock = float(meta.get("clock", b"0"))
+    for raw_key, raw in minutes.items():
+        shard.minutes[_parse_bkey(raw_key.decode())] = b.unpack(_dec.decode(raw))
+    for raw_key, raw in intervals.items():
+        shard.intervals[_parse_bkey(raw_key.decode())] = b.unpack(_dec.decode(raw))
+    if isinstance(shard, InteractionShard):
+        for iid, raw in items.items():
+            shard.ix[iid.decode()] = unpack_ix(raw, shard)
+        for iid, raw in index.items():
+            shard.handled_index[iid.decode()] = tuple(_dec.decode(raw))
+        extra = meta.get("extra")
+        if extra:
+            shard.survey_ids = dict(_dec.decode(extra))
+    else:
+        for agent, raw in items.items():
+            shard.agents[agent.decode()] = unpack_timeline(raw)
+    # everything restored is already saved: nothing is dirty, but intervals may be unpublished
+    shard.changed_intervals |= {k[3] for k in shard.intervals}
+    return {k[len("offset:"):]: int(v) for k, v in meta.items() if k.startswith("offset:")}
+
+
+def encode(obj: Any) -> bytes:
+    return _enc.encode(obj)
+
+
+def decode(data: bytes) -> Any:
+    return _dec.decode(data)
+
+
+__all__ = ["ShardKeys", "stage_shard", "unstage", "restore", "AgentShard"]

@@ -1,0 +1,296 @@
+"""The worker's hot path and publish cycle: Kafka batches → engine → checkpoint → Redis.
+
+Consumption is batch-first: `getmany` hands over thousands of raw records per call, each
+decoded with msgspec straight into the engine — no per-event Faust machinery, Redis,
+Prometheus or log calls (DESIGN §7; issue 12 measured Faust's own per-event cost as the
+limit). Exactness comes from the checkpoint design in `checkpoint.py`: on assignment a shard
+is restored from Redis and the consumer seeks to the offsets saved with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from .config import Settings
+from .kpi.agents import AgentShard
+from .kpi.engine import Engine
+from .kpi.rollup import merge
+from .sinks.prometheus_sink import Metrics
+from .sinks.redis_sink import RedisSink
+from .view import LiveMerged, View, build_view
+
+log = logging.getLogger("ccpulse.pipeline")
+
+
+def shard_name(kind: str, partition: int) -> str:
+    return f"{'a' if kind == 'agents' else 'i'}{partition}"
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, pipeline: "Pipeline") -> None:
+        self.p = pipeline
+
+    async def on_partitions_revoked(self, revoked):
+        await self.p.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        await self.p.on_assigned(assigned)
+
+
+class Pipeline:
+    def __init__(self, cfg: Settings, scorer=None, staffing=None) -> None:
+        self.cfg = cfg
+        self.engine = Engine(cfg, scorer)
+        self.staffing = staffing
+        self.sink = RedisSink(cfg)
+        self.metrics = Metrics(lambda: self.view, self.lag)
+        self.kinds = {cfg.topic_interactions: "interactions", cfg.topic_agents: "agents",
+                      cfg.topic_surveys: "surveys"}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.offsets: dict[str, dict[str, int]] = {}  # shard -> {"topic:partition": next}
+        self.owned: dict[str, Any] = {}  # shard name -> shard
+        self.view: View | None = None
+        self.ready = False
+        self.lock = asyncio.Lock()
+        self.cycle_count = 0
+        self.events_seen = 0
+        self.last_publish_ok: float | None = None
+        self.redis_ok = True
+        self._stop = asyncio.Event()
+        self._pending_dead: list = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def kafka_kwargs(self) -> dict:
+        from .kafka_security import client_kwargs
+
+        return {"bootstrap_servers": self.cfg.bootstrap, **client_kwargs(self.cfg)}
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=5,
+                                         **self.kafka_kwargs())
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            group_id=self.cfg.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=60000,
+            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            rebalance_timeout_ms=20000, **self.kafka_kwargs())
+        await self.consumer.start()
+        self.consumer.subscribe(list(self.kinds), listener=_Listener(self))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        async with self.lock:
+            if self.owned:
+                with contextlib.suppress(Exception):
+                    await self._save(time.time())
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        await self.sink.close()
+
+    # -- rebalancing ----------------------------------------------------------------
+
+    async def on_revoked(self, revoked) -> None:
+        names = {shard_name(self.kinds[tp.topic], tp.partition) for tp in revoked}
+        async with self.lock:
+            self.ready = False
+            if self.owned:
+                with contextlib.suppress(Exception):
+                    await self._save(self.now())
+            for name in names:
+                self.owned.pop(name, None)
+                self.offsets.pop(name, None)
+                kind, p = name[0], int(name[1:])
+                (self.engine.agent_shards if kind == "a" else self.engine.shards).pop(p, None)
+
+    async def on_assigned(self, assigned) -> None:
+        """Restore each new shard from its checkpoint, then seek to the saved offsets."""
+        async with self.lock:
+            assert self.consumer is not None
+            by_shard: dict[str, list[TopicPartition]] = {}
+            for tp in assigned:
+                by_shard.setdefault(shard_name(self.kinds[tp.topic], tp.partition), []).append(tp)
+            for name, tps in sorted(by_shard.items()):
+                if name not in self.owned:
+                    p = int(name[1:])
+                    shard = self.engine.agent_shard(p) if name[0] == "a" else self.engine.shard(p)
+                    saved = await self._restore(name, shard)
+                    self.owned[name] = shard
+                    self.offsets[name] = dict(saved)
+                for tp in tps:
+                    key = f"{tp.topic}:{tp.partition}"
+                    offset = self.offsets[name].get(key)
+                    if offset is None:
+                        await self.consumer.seek_to_beginning(tp)
+                    else:
+                        self.consumer.seek(tp, offset)
+            self.ready = True
+
+    async def _restore(self, name: str, shard) -> dict[str, int]:
+        """Redis must answer before consuming: starting blind could count events twice."""
+        delay = 0.2
+        while True:
+            try:
+                return await self.sink.restore_shard(name, shard)
+            except Exception as exc:  # Redis down at assignment: wait for it
+                self.metrics.publish_failures.labels("redis").inc()
+                log.warning("restore of %s waiting for Redis: %s", name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- consuming ------------------------------------------------------------------
+
+    def now(self) -> float:
+        if self.cfg.clock == "event":
+            marks = [s.max_ts for s in self.engine.stores() if s.max_ts]
+            return max(marks) if marks else 0.0
+        return time.time()
+
+    async def run(self) -> None:
+        assert self.consumer is not None
+        ingest = self.engine.ingest
+        kinds = self.kinds
+        while not self._stop.is_set():
+            try:
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker hiccup: back off, keep the worker alive
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if not batches:
+                continue
+            self.engine.future_limit = time.time() + 3600.0
+            for tp, records in batches.items():
+                topic, partition = tp.topic, tp.partition
+                kind = kinds[topic]
+                name = shard_name(kind, partition)
+                if name not in self.owned:
+                    continue  # revoked while the batch was in flight
+                for rec in records:
+                    ingest(kind, rec.value, partition, rec.offset, topic)
+                self.offsets[name][f"{topic}:{partition}"] = records[-1].offset + 1
+                self.events_seen += len(records)
+            await asyncio.sleep(0)
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def cycle(self) -> bool:
+        """One publish cycle; returns True when Redis holds the new picture."""
+        async with self.lock:
+            now = self.now()
+            if now <= 0:
+                now = time.time()
+            self.engine.advance(now)
+            dead, obs, counts, dups = self.engine.take_outputs()
+            self.metrics.record(dead, obs, counts, dups)
+            self._pending_dead.extend(dead)
+            try:
+                await self._send_dead_letters()
+                ok = await self._save_and_publish(now)
+            except Exception as exc:
+                self.metrics.publish_failures.labels(
+                    "kafka" if self._pending_dead else "redis").inc()
+                if self.redis_ok:
+                    log.warning("publish cycle failed: %s", exc)
+                self.redis_ok = False
+                return False
+            self.redis_ok = ok
+            self.cycle_count += 1
+            return ok
+
+    async def _send_dead_letters(self) -> None:
+        """Dead letters reach Kafka before the checkpoint that moves past their records."""
+        if not self._pending_dead:
+            return
+        assert self.producer is not None
+        futures = []
+        for letter in self._pending_dead:
+            headers = [("reason", letter.reason.encode()), ("detail", letter.detail.encode()[:500]),
+                       ("source_topic", letter.topic.encode()),
+                       ("source_partition", str(letter.partition).encode()),
+                       ("source_offset", str(letter.offset).encode())]
+            futures.append(await self.producer.send(self.cfg.topic_deadletter, value=letter.raw,
+                                                    headers=headers))
+        await asyncio.gather(*futures)
+        self._pending_dead = []
+
+    async def _save(self, now: float):
+        """Checkpoint every owned shard with its partials; returns own partials and intervals."""
+        partials, ivpartials, closed = {}, {}, {}
+        for name, shard in self.owned.items():
+            windows = self.engine.windows(now, stores=[shard])
+            live = self.engine.live(now, stores=[shard])
+            partials[name] = (windows, LiveMerged(live.waiting, live.agents, live.capacity,
+                                                  live.at_risk))
+            # every changed interval is (re)written, the open one included, so a replay's
+            # last interval reaches the history too; it is rewritten while it still changes
+            closed[name] = set(shard.changed_intervals)
+            ivpartials[name] = self.engine.intervals(closed[name], stores=[shard])
+        await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now)
+        return partials, ivpartials, closed
+
+    def all_shard_names(self) -> list[str]:
+        assert self.consumer is not None
+        names = []
+        for topic, kind in self.kinds.items():
+            if kind == "surveys":
+                continue
+            for p in sorted(self.consumer.partitions_for_topic(topic) or ()):
+                names.append(shard_name(kind, p))
+        return names
+
+    async def _save_and_publish(self, now: float) -> bool:
+        partials, ivpartials, closed = await self._save(now)
+        own_windows = [w for w, _ in partials.values()]
+        own_live = [lv for _, lv in partials.values()]
+        others = [n for n in self.all_shard_names() if n not in self.owned]
+        async with self.sink.lock():
+            f_windows, f_live, _ = await self.sink.foreign_partials(others)
+            starts = set().union(*closed.values()) if closed else set()
+            f_intervals = await self.sink.foreign_intervals(others, starts)
+            windows = merge([*own_windows, *f_windows])
+            live = LiveMerged()
+            for part in [*own_live, *f_live]:
+                live.add(part)
+            intervals = merge([*ivpartials.values(), f_intervals])
+            view = build_view(windows, live, self.cfg, now, time.time(), self.staffing)
+            scopes = ["center", *[f"queue:{q}" for q in view.queues]]
+            await self.sink.write_view(view, intervals, scopes)
+        for name, shard in self.owned.items():
+            shard.changed_intervals -= closed.get(name, set())
+        self.view = view
+        self.last_publish_ok = time.time()
+        return True
+
+    # -- monitoring -----------------------------------------------------------------
+
+    def lag(self):
+        consumer = self.consumer
+        if consumer is None:
+            return []
+        out = []
+        wall = time.time()
+        for tp in consumer.assignment():
+            name = shard_name(self.kinds.get(tp.topic, "interactions"), tp.partition)
+            shard = self.owned.get(name)
+            if shard is None:
+                continue
+            seconds = max(0.0, wall - shard.max_ts) if shard.max_ts else 0.0
+            high = consumer.highwater(tp)
+            pos = self.offsets.get(name, {}).get(f"{tp.topic}:{tp.partition}", 0)
+            out.append((tp.topic, tp.partition, seconds, max(0, (high or 0) - pos)))
+        return out
+
+    def owns_agents(self) -> bool:
+        return any(isinstance(s, AgentShard) for s in self.owned.values())

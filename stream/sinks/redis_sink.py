@@ -1,0 +1,254 @@
+"""Redis: checkpoints in, the public contract of DESIGN §5 out — each cycle atomic.
+
+Two transactions per cycle. The first saves every owned shard's dirty state with its input
+offsets and the shard's published partials (`part:<shard>`, `ivpart:<shard>:<day>`). The
+second, under a short lock shared by all workers, reads the partials of shards this worker
+does not own, merges them with its own, and writes the combined KPI, load, interval and
+snapshot keys plus the `updates` message in one MULTI/EXEC. Values are absolute, so a retry
+or a second worker writing the same cycle converges to the same picture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime
+from typing import Any, Iterable
+
+import orjson
+import redis.asyncio as aioredis
+
+from .. import checkpoint as ck
+from ..config import Settings
+from ..kpi import buckets as b
+from ..kpi.rollup import Partial
+from ..kpi.windows import INTERVAL, iso_local
+from ..view import LiveMerged, View, interval_doc
+
+INTERVAL_TTL_S = 8 * 86400
+LOCK_TTL_MS = 5000
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(round(value, 9))
+    return str(value)
+
+
+def hash_fields(doc: dict, stamp: dict[str, str]) -> dict[str, str]:
+    out = {k: _num(v) for k, v in doc.items() if v is not None and not isinstance(v, (list, dict))}
+    out.update(stamp)
+    return out
+
+
+def connect(url: str, **kw: Any) -> aioredis.Redis:
+    return aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
+                             health_check_interval=10, **kw)
+
+
+class RedisSink:
+    def __init__(self, cfg: Settings, client: aioredis.Redis | None = None) -> None:
+        self.cfg = cfg
+        self.prefix = cfg.redis_prefix
+        self.redis = client or connect(cfg.redis_url)
+        self.worker_id = uuid.uuid4().hex
+        self.seq = 0
+        self.interval_cache: dict[tuple[str, int], dict] = {}
+        self._release = self.redis.register_script(_RELEASE)
+
+    def k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- checkpoint -----------------------------------------------------------------
+
+    async def save_shards(self, shards: dict[str, Any], offsets: dict[str, dict[str, int]],
+                          partials: dict[str, tuple[Partial, LiveMerged]],
+                          ivpartials: dict[str, Partial], as_of: float) -> None:
+        """Save state + offsets + partials of every owned shard in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        tokens = []
+        for name, shard in shards.items():
+            keys = ck.ShardKeys(self.prefix, name)
+            tokens.append((shard, ck.stage_shard(pipe, keys, shard, offsets.get(name, {}))))
+            windows, live = partials[name]
+            mapping = {f"{s}|{w}": ck.encode(b.pack(acc)) for (s, w), acc in windows.items()}
+            mapping["__live"] = ck.encode(live.to_wire())
+            mapping["__as_of"] = repr(as_of)
+            pipe.delete(keys.partial)
+            pipe.hset(keys.partial, mapping=mapping)
+            by_day: dict[str, dict] = {}
+            for (scope, start), acc in ivpartials.get(name, {}).items():
+                by_day.setdefault(self._day(start), {})[f"{scope}|{start}"] = ck.encode(b.pack(acc))
+            for day, fields in by_day.items():
+                key = self.k("ivpart", name, day)
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, INTERVAL_TTL_S + 86400)
+        try:
+            await pipe.execute()
+        except Exception:
+            for shard, token in tokens:
+                ck.unstage(shard, token)
+            raise
+
+    def _day(self, start: int) -> str:
+        return datetime.fromtimestamp(start, self.cfg.tz).strftime("%Y%m%d")
+
+    async def restore_shard(self, name: str, shard: Any) -> dict[str, int]:
+        return await ck.restore(self.redis, ck.ShardKeys(self.prefix, name), shard)
+
+    # -- the combined picture -------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lock(self, wait_s: float = 2.0):
+        """A short lock so that concurrent workers publish whole cycles one at a time."""
+        import asyncio
+
+        key = self.k("lock", "publish")
+        token = self.worker_id + ":" + str(self.seq)
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not await self.redis.set(key, token, nx=True, px=LOCK_TTL_MS):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("publish lock busy")
+            await asyncio.sleep(0.02)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await self._release(keys=[key], args=[token])
+
+    async def foreign_partials(self, names: Iterable[str]) -> tuple[list[Partial], list[LiveMerged], float | None]:
+        names = list(names)
+        if not names:
+            return [], [], None
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(ck.ShardKeys(self.prefix, name).partial)
+        partials, lives, oldest = [], [], None
+        for raw in await pipe.execute():
+            if not raw:
+                continue
+            part: Partial = {}
+            for field, value in raw.items():
+                f = field.decode()
+                if f == "__live":
+                    lives.append(LiveMerged.from_wire(ck.decode(value)))
+                elif f == "__as_of":
+                    t = float(value)
+                    oldest = t if oldest is None else min(oldest, t)
+                else:
+                    scope, window = f.rsplit("|", 1)
+                    part[(scope, window)] = b.unpack(ck.decode(value))
+            partials.append(part)
+        return partials, lives, oldest
+
+    async def foreign_intervals(self, names: Iterable[str], starts: Iterable[int]) -> Partial:
+        """Sum other shards' interval partials for the given interval starts."""
+        names, starts = list(names), sorted(set(starts))
+        out: Partial = {}
+        if not names or not starts:
+            return out
+        days = sorted({self._day(s) for s in starts})
+        wanted = set(starts)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            for day in days:
+                pipe.hgetall(self.k("ivpart", name, day))
+        for raw in await pipe.execute():
+            for field, value in raw.items():
+                scope, start = field.decode().rsplit("|", 1)
+                if int(start) not in wanted:
+                    continue
+                acc = b.unpack(ck.decode(value))
+                cur = out.get((scope, int(start)))
+                if cur is None:
+                    out[(scope, int(start))] = acc
+                else:
+                    b.add_into(cur, acc)
+        return out
+
+    async def write_view(self, view: View, intervals: Partial, snapshot_scopes: Iterable[str]) -> None:
+        """Write KPI, load, interval history, snapshot and the updates message atomically."""
+        cfg, tz = self.cfg, self.cfg.tz
+        stamp = {"updated_at": _iso(view.updated_at), "as_of": _iso(view.as_of)}
+        index_key = self.k("index")
+        previous = {m.decode() for m in await self.redis.smembers(index_key)}
+        pipe = self.redis.pipeline(transaction=True)
+        written: set[str] = set()
+        for scope, per in view.kpi.items():
+            for window, doc in per.items():
+                key = self.k("kpi", scope, window)
+                written.add(key)
+                pipe.delete(key)
+                pipe.hset(key, mapping=hash_fields(doc, stamp))
+        for scope, doc in view.load.items():
+            key = self.k("load", scope)
+            written.add(key)
+            pipe.delete(key)
+            pipe.hset(key, mapping=hash_fields(doc, {"updated_at": stamp["updated_at"]}))
+        for scope, rows in view.at_risk.items():
+            key = self.k("atrisk", scope)
+            written.add(key)
+            pipe.delete(key)
+            if rows:
+                pipe.hset(key, mapping={r["interaction_id"]: orjson.dumps(r) for r in rows})
+        for (scope, start), acc in sorted(intervals.items(), key=lambda kv: kv[0][1]):
+            start_iso = iso_local(start, tz)
+            doc = interval_doc(scope, start_iso, acc)
+            self.interval_cache[(scope, start)] = doc
+            key = self.k("interval", scope, start_iso)
+            pipe.delete(key)
+            pipe.hset(key, mapping=hash_fields(doc, {"updated_at": stamp["updated_at"]}))
+            pipe.expire(key, INTERVAL_TTL_S)
+            pipe.zadd(self.k("intervals", scope), {start_iso: start})
+            pipe.zremrangebyscore(self.k("intervals", scope), "-inf", start - INTERVAL_TTL_S)
+        stale = previous - written
+        if stale:
+            pipe.delete(*stale)
+        pipe.delete(index_key)
+        pipe.sadd(index_key, *written)
+        snapshot = view.snapshot(cfg, self.today_intervals(view.as_of, snapshot_scopes))
+        pipe.set(self.k("snapshot"), orjson.dumps(snapshot))
+        self.seq += 1
+        pipe.publish(self.k("updates"), orjson.dumps(
+            {"as_of": stamp["as_of"], "updated_at": stamp["updated_at"], "seq": self.seq}))
+        await pipe.execute()
+
+    def today_intervals(self, as_of: float, scopes: Iterable[str]) -> dict[str, list[dict]]:
+        from ..kpi.windows import local_midnight
+
+        midnight = local_midnight(as_of, self.cfg.tz)
+        wanted = set(scopes)
+        out: dict[str, list[dict]] = {s: [] for s in wanted}
+        for (scope, start), doc in sorted(self.interval_cache.items(), key=lambda kv: kv[0][1]):
+            if scope in wanted and start >= midnight:
+                out[scope].append({k: v for k, v in doc.items() if not k.startswith("sum_")})
+        # keep the cache to today and yesterday
+        for key in [k for k in self.interval_cache if k[1] < midnight - 86400]:
+            del self.interval_cache[key]
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+
+def _iso(epoch: float) -> str:
+    from ..kpi.windows import iso_utc
+
+    return iso_utc(epoch)
