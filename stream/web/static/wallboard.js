@@ -26,6 +26,10 @@
   const params = new URLSearchParams(window.location.search);
   const token = params.get("token");
   let win = WINDOWS.indexOf(params.get("window")) >= 0 ? params.get("window") : "15m";
+  // Optional per-team board: ?queues=billing,sales shows only those queues; &center=0 drops
+  // the all-queues tile.
+  const onlyQueues = params.get("queues") ? new Set(params.get("queues").split(",").map((q) => q.trim())) : null;
+  const showCenter = params.get("center") !== "0";
   let doc = null;
   let cfg = Object.assign({}, DEFAULTS);
   let skewMs = 0;            // server clock − browser clock
@@ -110,12 +114,15 @@
     tile.setAttribute("data-scope", scope);
     tile.querySelector('[data-role="name"]').textContent = scopeName(scope);
     if (scope === "center") tile.classList.add("center");
+    chartSizes.observe(tile.querySelector(".plot"));
     return tile;
   }
 
   function scopesOf(d) {
-    const queues = Array.isArray(d.queues) ? d.queues.filter((q) => typeof q === "string") : [];
-    return ["center"].concat(queues.map((q) => "queue:" + q));
+    const queues = (Array.isArray(d.queues) ? d.queues : [])
+      .filter((q) => typeof q === "string" && (onlyQueues === null || onlyQueues.has(q)));
+    const scopes = (showCenter ? ["center"] : []).concat(queues.map((q) => "queue:" + q));
+    return Array.from(new Set(scopes));
   }
 
   function renderTile(tile, scope) {
@@ -145,23 +152,42 @@
     tile.setAttribute("data-state", state);
     tile.querySelector('[data-role="state-label"]').textContent =
       state === "red" ? "ALERT" : state === "amber" ? "WATCH" : state === "ok" ? "OK" : "";
-    drawChart(tile.querySelector('[data-role="chart"]'), obj(doc.intervals)[scope]);
   }
+
+  function chartOf(tile) {
+    drawChart(tile.querySelector('[data-role="chart"]'), obj(doc.intervals)[tile.getAttribute("data-scope")]);
+  }
+
+  // Charts are drawn in pixels of their box, so they are redrawn whenever the box changes
+  // (tiles added or removed, window resized, dense mode) — not only when data arrives.
+  const chartSizes = new ResizeObserver((entries) => {
+    if (!doc) return;
+    entries.forEach((e) => {
+      const tile = e.target.closest("[data-scope]");
+      if (tile && tile.isConnected) chartOf(tile);
+    });
+  });
 
   function renderTiles() {
     const scopes = scopesOf(doc);
     const wanted = new Set(scopes);
     for (const [scope, tile] of tiles) {
-      if (!wanted.has(scope)) { tile.remove(); tiles.delete(scope); }
+      if (!wanted.has(scope)) {
+        chartSizes.unobserve(tile.querySelector(".plot"));
+        tile.remove();
+        tiles.delete(scope);
+      }
     }
-    scopes.forEach((scope) => {
+    scopes.forEach((scope, i) => {
       let tile = tiles.get(scope);
       if (!tile) { tile = makeTile(scope); tiles.set(scope, tile); }
-      els.tiles.appendChild(tile); // keeps the snapshot's queue order
+      const here = els.tiles.children[i];
+      if (here !== tile) els.tiles.insertBefore(tile, here || null); // the snapshot's queue order
       renderTile(tile, scope);
     });
     els.tiles.setAttribute("data-count", String(scopes.length));
     els.tiles.classList.toggle("dense", scopes.length > 4);
+    tiles.forEach(chartOf); // after all tiles are placed, so each chart measures its final box
   }
 
   // --- chart: today's 15-minute intervals, offered as bars and AHT as a line ---------------
@@ -235,7 +261,8 @@
 
   function renderAtRisk() {
     const list = Array.isArray(obj(doc.atrisk).center) ? obj(doc.atrisk).center : [];
-    const rows = list.map(obj).filter((r) => num(r.score) !== null)
+    const rows = list.map(obj)
+      .filter((r) => num(r.score) !== null && (onlyQueues === null || onlyQueues.has(r.queue)))
       .sort((a, b) => a.score - b.score);
     while (els.atriskRows.firstChild) els.atriskRows.removeChild(els.atriskRows.firstChild);
     rows.slice(0, ATRISK_MAX_ROWS).forEach((r) => {
@@ -366,11 +393,6 @@
 
   document.querySelectorAll("[data-window]").forEach((b) => {
     b.addEventListener("click", () => selectWindow(b.getAttribute("data-window")));
-  });
-  let resizeTimer = 0;
-  window.addEventListener("resize", () => {
-    clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => { if (doc) renderTiles(); }, 150);
   });
   selectWindow(win);
   firstPaint();

@@ -1,0 +1,162 @@
+"""Hand-computed vectors for the pure KPI core (no Kafka, no Redis)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from stream import config
+from stream.kpi import buckets as b
+from stream.kpi import metrics
+from stream.kpi.engine import Engine
+from stream.kpi.windows import INTERVAL, iso_utc, local_midnight, parse_iso, window_start
+
+T0 = parse_iso("2026-11-23T10:00:00Z")
+
+
+def ev(iid, kind, ts, n=[0], queue="billing", channel="voice", **extra):
+    n[0] += 1
+    return orjson.dumps({"event_id": f"{iid}-{kind}-{n[0]}", "type": f"interaction.{kind}",
+                         "ts": iso_utc(ts), "schema_version": 1, "interaction_id": iid,
+                         "channel": channel, "queue": queue, **extra})
+
+
+def engine(**env) -> Engine:
+    return Engine(config.load(environ={f"CCPULSE_{k.upper()}": str(v) for k, v in env.items()}))
+
+
+def view(e: Engine, now: float, scope="center", window="15m"):
+    e.advance(now)
+    return metrics.kpis(e.windows(now)[(scope, window)])
+
+
+def test_service_level_check_vector_from_design():
+    acc = b.new()
+    acc[b.ANSWERED], acc[b.SL_ANS_WITHIN] = 90, 70
+    acc[b.SL_ABN_COUNTED], acc[b.SL_ABN_WITHIN] = 10, 10  # A=70, B=10, 20 over, N=100
+    assert metrics.service_level(acc) == pytest.approx(0.7778, abs=1e-4)
+    assert metrics.service_level(acc, "abandons_negative") == pytest.approx(0.70)
+    assert metrics.service_level(acc, "abandons_positive") == pytest.approx(0.80)
+
+
+def test_ratio_with_zero_denominator_is_absent():
+    k = metrics.kpis(b.new())
+    assert k["handled"] == 0 and "aht_s" not in k and "service_level" not in k
+
+
+def test_wait_exactly_t_is_within_and_one_ms_more_is_not():
+    e = engine()
+    e.ingest("interactions", ev("a", "offered", T0), 0)
+    e.ingest("interactions", ev("a", "answered", T0 + 20, agent_id="x"), 0)
+    e.ingest("interactions", ev("b", "offered", T0), 0)
+    e.ingest("interactions", ev("b", "answered", T0 + 20.001, agent_id="x"), 0)
+    k = view(e, T0 + 60)
+    assert k["answered"] == 2 and k["service_level"] == pytest.approx(0.5)
+    assert k["asa_s"] == pytest.approx(20.0005)
+
+
+def test_contact_leaving_exactly_at_interval_start_belongs_to_that_interval():
+    e = engine()
+    start = T0 + INTERVAL
+    e.ingest("interactions", ev("a", "offered", start - 30), 0)
+    e.ingest("interactions", ev("a", "abandoned", start), 0)
+    e.advance(start + INTERVAL + 1)
+    parts = e.intervals(None)
+    assert parts[("center", start)][b.ABANDONED] == 1
+    assert parts[("center", start - INTERVAL)][b.OFFERED] == 1
+    assert parts[("center", start - INTERVAL)][b.ABANDONED] == 0
+
+
+def test_handle_time_hold_and_acw_timeout():
+    e = engine()
+    e.ingest("interactions", ev("a", "offered", T0), 0)
+    e.ingest("interactions", ev("a", "answered", T0 + 10, agent_id="x"), 0)
+    e.ingest("interactions", ev("a", "hold_started", T0 + 40, agent_id="x"), 0)
+    e.ingest("interactions", ev("a", "hold_ended", T0 + 70, agent_id="x"), 0)
+    e.ingest("interactions", ev("a", "ended", T0 + 110, agent_id="x"), 0)
+    assert view(e, T0 + 600)["handled"] == 0  # ACW still open
+    k = view(e, T0 + 110 + 600)  # timeout closes ACW at exactly ended + 600 s
+    assert k["handled"] == 1
+    assert k["talk_s"] == pytest.approx(70) and k["hold_s"] == pytest.approx(30)
+    assert k["acw_s"] == pytest.approx(600) and k["aht_s"] == pytest.approx(700)
+    assert "fcr_disposition_rate" not in k  # timed-out ACW has no disposition
+
+
+def test_transfer_closes_the_leg_and_opens_the_next_queue():
+    e = engine()
+    e.ingest("interactions", ev("a", "offered", T0), 0)
+    e.ingest("interactions", ev("a", "answered", T0 + 5, agent_id="x"), 0)
+    e.ingest("interactions", ev("a", "transferred", T0 + 60, agent_id="x", to_queue="sales"), 0)
+    e.ingest("interactions", ev("a", "offered", T0 + 60, queue="sales"), 0)
+    e.ingest("interactions", ev("a", "answered", T0 + 90, queue="sales", agent_id="y"), 0)
+    e.ingest("interactions", ev("a", "ended", T0 + 190, queue="sales", agent_id="y"), 0)
+    e.ingest("interactions", ev("a", "wrapup_completed", T0 + 200, queue="sales", agent_id="y",
+                                disposition="resolved"), 0)
+    billing = view(e, T0 + 300, "queue:billing")
+    sales = view(e, T0 + 300, "queue:sales")
+    assert billing["transferred"] == 1 and billing["handled"] == 0 and billing["transfer_rate"] == 1
+    assert sales["offered"] == 1 and sales["handled"] == 1 and sales["aht_s"] == pytest.approx(110)
+    assert sales["asa_s"] == pytest.approx(30)
+
+
+def test_out_of_order_events_land_in_the_right_buckets_and_duplicates_count_once():
+    e = engine()
+    raws = [ev("a", "offered", T0), ev("a", "answered", T0 + 30, agent_id="x"),
+            ev("a", "ended", T0 + 90, agent_id="x"),
+            ev("a", "wrapup_completed", T0 + 100, agent_id="x", disposition="resolved")]
+    for raw in [raws[3], raws[1], raws[1], raws[2], raws[0]]:
+        e.ingest("interactions", raw, 0)
+    k = view(e, T0 + 200)
+    assert (k["offered"], k["answered"], k["handled"]) == (1, 1, 1)
+    assert k["aht_s"] == pytest.approx(70)
+    assert e.take_outputs()[3] == 1  # one duplicate counted
+
+
+def test_too_late_and_orphans_go_to_the_dead_letter_topic():
+    e = engine(kpi__retention_h=1)
+    e.ingest("interactions", ev("a", "offered", T0), 0)
+    e.advance(T0 + 7200)
+    assert e.ingest("interactions", ev("b", "offered", T0), 0) == "too_late"
+    assert e.ingest("interactions", ev("c", "answered", T0 + 7000, agent_id="x"), 0) == "pending"
+    e.advance(T0 + 7000 + 901)  # orphan timeout: never offered
+    dead = e.take_outputs()[0]
+    assert sorted(d.reason for d in dead) == ["impossible_transition", "too_late"]
+    assert all(d.raw for d in dead)
+
+
+def test_today_window_on_a_dst_day():
+    tz = config.load(environ={}, timezone="Europe/Berlin").tz
+    now = parse_iso("2026-10-25T12:00:00+01:00")
+    midnight = local_midnight(now, tz)
+    assert datetime.fromtimestamp(midnight, timezone.utc).isoformat() == "2026-10-24T22:00:00+00:00"
+    assert window_start("today", now, tz) == midnight
+    e = engine(timezone="Europe/Berlin")
+    e.ingest("interactions", ev("early", "offered", midnight - 1), 0)
+    e.ingest("interactions", ev("late", "offered", midnight), 0)
+    assert view(e, now, window="today")["offered"] == 1
+
+
+def test_buckets_are_bounded_whatever_runs():
+    e = engine(kpi__retention_h=2)
+    for i in range(400):
+        t = T0 + i * 60
+        e.ingest("interactions", ev(f"x{i}", "offered", t), 0)
+        e.ingest("interactions", ev(f"x{i}", "abandoned", t + 10), 0)
+        e.shards[0].changed_intervals.clear()  # what a successful publish cycle does
+        e.advance(t + 11)
+    shard = e.shards[0]
+    assert len(shard.minutes) <= 80  # minute retention 75 min + the current
+    assert len(shard.intervals) <= 2 * 4 + 3  # 2 h of intervals, plus unpublished ones
+    assert len(shard.ix) <= 61  # finished contacts forgotten after closed_keep_s (1 h)
+
+
+def test_unpublished_intervals_are_kept_until_published():
+    e = engine(kpi__retention_h=1)
+    e.ingest("interactions", ev("a", "offered", T0), 0)
+    e.advance(T0 + 3 * 3600)
+    assert any(k[3] <= T0 for k in e.shards[0].intervals)  # Redis was never reached: keep it
+    e.shards[0].changed_intervals.clear()
+    e.advance(T0 + 3 * 3600 + 1)
+    assert not e.shards[0].intervals
