@@ -3,6 +3,8 @@
 Precedence: defaults < TOML file < environment. Environment names are the dotted path in
 upper case with `__` between levels, e.g. CCPULSE_REDIS_URL, CCPULSE_KPI__ACW_TIMEOUT_S.
 Secrets may come from a file: CCPULSE_<NAME>_FILE=/run/secrets/x sets <NAME> to its content.
+Secrets (passwords, tokens, the customer hash key, credentials inside URLs) never appear in
+`repr()` of the settings or in a ConfigError message: both show `***` instead.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -20,7 +23,54 @@ DEFAULT_SL_THRESHOLDS = {"voice": 20.0, "chat": 60.0, "sms": 900.0}
 
 
 class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names it."""
+    """A setting is missing or invalid; the message names it (never a secret value)."""
+
+
+MASK = "***"
+# setting names whose values are secrets; URLs are shown with their password masked
+SECRET_FIELDS = frozenset({"sasl_password", "api_token", "customer_hash_secret"})
+URL_FIELDS = frozenset({"redis_url", "broker_url"})
+
+
+def mask_url(url: str) -> str:
+    """`redis://user:pw@host:6379/0` → `redis://user:***@host:6379/0` (no userinfo: unchanged)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{MASK}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _shown(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in SECRET_FIELDS:
+        return MASK
+    if name in URL_FIELDS and isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+class _Masked:
+    """repr() (and rich's repr) of a settings struct with every secret replaced by ***."""
+
+    __slots__ = ()
+
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
+        for name in self.__struct_fields__:  # type: ignore[attr-defined]
+            yield name, _shown(name, getattr(self, name))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={_shown(name, getattr(self, name))!r}"
+                           for name in self.__struct_fields__)  # type: ignore[attr-defined]
+        return f"{type(self).__name__}({fields})"
+
+    __str__ = __repr__
 
 
 class QueueSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,7 +130,7 @@ class WallboardSettings(msgspec.Struct, forbid_unknown_fields=True):
     abandon_red: float = 0.10
 
 
-class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
+class KafkaSettings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     """TLS and SASL for the Kafka clients; secrets via env or *_FILE, never the command line."""
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -93,9 +143,14 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     ssl_check_hostname: bool = True
 
 
-class Settings(msgspec.Struct, forbid_unknown_fields=True):
+class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     broker_url: str = "kafka://127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # TLS for rediss:// URLs (PEM paths): the CA that signed the server's certificate, and
+    # the client certificate and key when Redis verifies clients (tls-auth-clients yes)
+    redis_ssl_ca: str | None = None
+    redis_ssl_cert: str | None = None
+    redis_ssl_key: str | None = None
     redis_prefix: str = "cc:"
     group_id: str = "ccpulse"
     timezone: str = "UTC"
@@ -109,7 +164,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     api_token: str | None = None
-    data_dir: str = "/tmp/ccpulse"
+    # Faust's working directory; a per-user default, not a fixed name in the shared /tmp
+    data_dir: str = msgspec.field(default_factory=lambda: default_data_dir())
     log_level: str = "warning"
     per_agent_kpis: bool = True
     customer_hash_secret: str = "change-me"
@@ -139,6 +195,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         return q.sl_target if q is not None else self.staffing.default_sl_target
 
 
+def default_data_dir() -> str:
+    """$XDG_STATE_HOME/ccpulse, else ~/.local/state/ccpulse (deployments set data_dir)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "state")
+    return os.path.join(base, "ccpulse")
+
+
 def broker_bootstrap(url: str) -> str:
     """`kafka://h1:9092;h2:9092` or `h1:9092,h2:9092` → `h1:9092,h2:9092`."""
     rest = url.split("://", 1)[1] if "://" in url else url
@@ -147,14 +210,23 @@ def broker_bootstrap(url: str) -> str:
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, value in environ.items():
+    seen: dict[str, str] = {}
+    for name, value in sorted(environ.items()):
         if not name.startswith("CCPULSE_") or name in ("CCPULSE_CONFIG", "CCPULSE_TANSU",
-                                                      "CCPULSE_REDIS_SERVER"):
+                                                      "CCPULSE_REDIS_SERVER", "CCPULSE_CHAOS_FULL"):
             continue
         key = name[len("CCPULSE_"):].lower()
         if key.endswith("_file"):
             key = key[: -len("_file")]
-            value = Path(value).read_text().strip()
+            try:
+                value = Path(value).read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                # the path is not secret, the content is never read into the message
+                raise ConfigError(f"invalid setting: {name}: cannot read {value}: "
+                                  f"{exc.strerror or type(exc).__name__}") from None
+        if key in seen:
+            raise ConfigError(f"invalid setting: both {seen[key]} and {name} are set")
+        seen[key] = name
         path = key.split("__")
         node = out
         for part in path[:-1]:

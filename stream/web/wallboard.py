@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -468,7 +469,10 @@ def create_app(redis_url: str, prefix: str = "cc:", settings: WallboardSettings 
 async def serve(settings: Settings, token: str | None = None, public: bool = False,
                 host: str | None = None, port: int | None = None,
                 started: asyncio.Event | None = None) -> None:
-    """Run the wallboard until cancelled (Ctrl-C); `started` is set once it listens."""
+    """Run the wallboard until cancelled, Ctrl-C or SIGTERM; `started` is set once it listens.
+
+    Stopping closes every event stream first, so browsers reconnect to the next instance.
+    """
     ws = settings.wallboard
     host = host or ws.host
     port = ws.port if port is None else port
@@ -483,7 +487,15 @@ async def serve(settings: Settings, token: str | None = None, public: bool = Fal
         typer.echo(f"wallboard on http://{shown}:{port}/", err=True)
         if started is not None:
             started.set()
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
     finally:
         await runner.cleanup()
 
