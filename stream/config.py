@@ -213,7 +213,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     seen: dict[str, str] = {}
     for name, value in sorted(environ.items()):
         if not name.startswith("CCPULSE_") or name in ("CCPULSE_CONFIG", "CCPULSE_TANSU",
-                                                      "CCPULSE_REDIS_SERVER", "CCPULSE_CHAOS_FULL"):
+                                                      "CCPULSE_REDIS_SERVER", "CCPULSE_CHAOS_FULL",
+                                                      "CCPULSE_SENTIMENT_PLUGIN"):
             continue
         key = name[len("CCPULSE_"):].lower()
         if key.endswith("_file"):
@@ -270,4 +271,35 @@ def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None =
         raise ConfigError("invalid setting: publish_interval_s must be > 0")
     if not settings.redis_prefix:
         raise ConfigError("invalid setting: redis_prefix must not be empty")
+    _check_tls_files(settings)
     return settings
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """TLS options must fit the URL/protocol and name readable files (paths are not secret)."""
+    redis_tls = {"redis_ssl_ca": settings.redis_ssl_ca, "redis_ssl_cert": settings.redis_ssl_cert,
+                 "redis_ssl_key": settings.redis_ssl_key}
+    given = [name for name, value in redis_tls.items() if value]
+    if given and not settings.redis_url.startswith("rediss://"):
+        raise ConfigError(f"invalid setting: {', '.join(given)} need a rediss:// redis_url")
+    if settings.redis_ssl_key and not settings.redis_ssl_cert:
+        raise ConfigError("invalid setting: redis_ssl_key needs redis_ssl_cert")
+    k = settings.kafka
+    kafka_tls = {"kafka.ssl_cafile": k.ssl_cafile, "kafka.ssl_certfile": k.ssl_certfile,
+                 "kafka.ssl_keyfile": k.ssl_keyfile}
+    given_k = [name for name, value in kafka_tls.items() if value]
+    if given_k and k.security_protocol not in ("SSL", "SASL_SSL"):
+        raise ConfigError(f"invalid setting: {', '.join(given_k)} need kafka.security_protocol "
+                          f"SSL or SASL_SSL, not {k.security_protocol}")
+    if k.ssl_keyfile and not k.ssl_certfile:
+        raise ConfigError("invalid setting: kafka.ssl_keyfile needs kafka.ssl_certfile")
+    sasl = [name for name, value in (("kafka.sasl_mechanism", k.sasl_mechanism),
+                                     ("kafka.sasl_username", k.sasl_username),
+                                     ("kafka.sasl_password", k.sasl_password)) if value]
+    if sasl and not k.security_protocol.startswith("SASL_"):
+        # credentials that would silently not be used: the operator meant SASL
+        raise ConfigError(f"invalid setting: {', '.join(sasl)} need kafka.security_protocol "
+                          f"SASL_PLAINTEXT or SASL_SSL, not {k.security_protocol}")
+    for name, value in {**redis_tls, **kafka_tls}.items():
+        if value and not os.access(value, os.R_OK):
+            raise ConfigError(f"invalid setting: {name}: cannot read {value}")

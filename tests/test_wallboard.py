@@ -163,7 +163,8 @@ def fmt(kind: str, v: float | None) -> str:
     if kind == "signed":
         return ("+" if js_round(v) > 0 else "") + str(js_round(v))
     if kind == "ratio":
-        return f"{v * 100:.1f}%"
+        text = f"{v * 100:.1f}"
+        return ("100" if text == "100.0" else text) + "%"
     if kind == "ratio0":
         return f"{js_round(v * 100)}%"
     if kind == "duration":

@@ -51,7 +51,31 @@ def hash_fields(doc: dict, stamp: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def connect(url: str, **kw: Any) -> aioredis.Redis:
+def tls_options(cfg: Settings) -> dict[str, str]:
+    """redis-py TLS arguments of cfg (used with rediss:// URLs only; config checks that)."""
+    out = {}
+    if cfg.redis_ssl_ca:
+        out["ssl_ca_certs"] = cfg.redis_ssl_ca
+    if cfg.redis_ssl_cert:
+        out["ssl_certfile"] = cfg.redis_ssl_cert
+    if cfg.redis_ssl_key:
+        out["ssl_keyfile"] = cfg.redis_ssl_key
+    return out
+
+
+def connect(target: str | Settings, **kw: Any) -> aioredis.Redis:
+    """A client for a URL, or for Settings (its redis_url plus the redis_ssl_* TLS options).
+
+    `rediss://` verifies the server certificate (redis-py default `ssl_cert_reqs=required`)
+    against redis_ssl_ca, else the system CAs; ACL credentials come in the URL
+    (`rediss://user:password@host:port/0`).
+    """
+    if isinstance(target, Settings):
+        url = target.redis_url
+        if url.startswith("rediss://"):
+            kw = {**tls_options(target), **kw}
+    else:
+        url = target
     return aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
                              health_check_interval=10, **kw)
 
@@ -60,7 +84,7 @@ class RedisSink:
     def __init__(self, cfg: Settings, client: aioredis.Redis | None = None) -> None:
         self.cfg = cfg
         self.prefix = cfg.redis_prefix
-        self.redis = client or connect(cfg.redis_url)
+        self.redis = client or connect(cfg)
         self.worker_id = uuid.uuid4().hex
         self.seq = 0
         self.interval_cache: dict[tuple[str, int], dict] = {}

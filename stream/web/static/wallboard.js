@@ -43,6 +43,7 @@
     auth: $('[data-role="auth-error"]'),
     conn: $('[data-role="connection"]'),
     atriskRows: $('[data-role="atrisk-rows"]'),
+    atriskTable: $('[data-role="atrisk"] table'),
     atriskEmpty: $('[data-role="atrisk-empty"]'),
     atriskCount: $('[data-role="atrisk-count"]'),
     atriskMore: $('[data-role="atrisk-more"]'),
@@ -76,7 +77,7 @@
   const FORMATS = {
     count: (v) => String(Math.round(v)),
     signed: (v) => (Math.round(v) > 0 ? "+" : "") + String(Math.round(v)),
-    ratio: (v) => (v * 100).toFixed(1) + "%",
+    ratio: (v) => { const t = (v * 100).toFixed(1); return (t === "100.0" ? "100" : t) + "%"; },
     ratio0: (v) => Math.round(v * 100) + "%",
     duration: duration,
     score1: (v) => v.toFixed(1),
@@ -285,6 +286,8 @@
       els.atriskRows.appendChild(tr);
     });
     els.atriskCount.textContent = String(rows.length);
+    els.atriskCount.setAttribute("data-zero", rows.length ? "false" : "true");
+    els.atriskTable.hidden = rows.length === 0;
     els.atriskEmpty.hidden = rows.length > 0;
     els.atriskMore.hidden = rows.length <= ATRISK_MAX_ROWS;
     els.atriskMore.textContent = "+" + (rows.length - ATRISK_MAX_ROWS) + " more";
