@@ -194,6 +194,9 @@ def configure_logging(level: str) -> None:
 
 def run_worker(cfg: Settings, scorer=None, staffing=None) -> None:
     configure_logging(cfg.log_level)
+    from pathlib import Path
+
+    Path(cfg.data_dir).expanduser().mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(cfg, scorer=scorer, staffing=staffing)
     app = create_app(cfg, pipeline)
     try:

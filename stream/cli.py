@@ -46,7 +46,14 @@ def worker(config: Optional[Path] = ConfigOpt, broker: Optional[str] = BrokerOpt
                         web_host=web_host, group_id=group)
     from .app import run_worker
     from .live_staffing import queue_staffing
+    from .pipeline import preflight
     from .sentiment import default_scorer
+
+    try:  # incomplete Kafka security or Redis refusing the credentials: one line, exit 2
+        preflight(cfg)
+    except config_mod.ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     sys.argv = [sys.argv[0], "worker"]
     run_worker(cfg, scorer=default_scorer(cfg), staffing=queue_staffing)
@@ -183,18 +190,30 @@ def replay(file: Path, config: Optional[Path] = ConfigOpt, broker: Optional[str]
         raise typer.Exit(2) from None
     from .kafka_security import client_kwargs
 
-    asyncio.run(produce_events(events, cfg.bootstrap, cfg.topic_interactions, summary,
-                               client_kwargs(cfg)))
-    produced = time.monotonic()
     typer.echo(f"rows read        {summary.rows}")
     typer.echo(f"rows rejected    {len(summary.rejected)}")
     for line, reason in summary.rejected[:50]:
         typer.echo(f"  line {line}: {reason}")
     if len(summary.rejected) > 50:
         typer.echo(f"  … {len(summary.rejected) - 50} more")
+    if not events:
+        typer.echo("events produced  0 (no valid row)")
+        return
+    try:
+        asyncio.run(produce_events(events, cfg.bootstrap, cfg.topic_interactions, summary,
+                                   client_kwargs(cfg)))
+    except Exception as exc:  # broker unreachable or refusing: a clear message, no traceback
+        typer.echo(f"error: cannot produce to the broker: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    produced = time.monotonic()
     typer.echo(f"events produced  {summary.events} in {produced - started:.1f}s")
-    ok = asyncio.run(wait_processed(cfg.redis_url, cfg.redis_prefix, cfg.topic_interactions,
-                                    summary.end_offsets, wait))
+    try:
+        ok = asyncio.run(wait_processed(cfg.redis_url, cfg.redis_prefix, cfg.topic_interactions,
+                                        summary.end_offsets, wait))
+    except Exception as exc:
+        typer.echo(f"error: cannot follow the pipeline in Redis: {type(exc).__name__}: {exc}",
+                   err=True)
+        raise typer.Exit(1) from None
     if not ok:
         typer.echo(f"error: the pipeline did not finish within {wait:.0f}s", err=True)
         raise typer.Exit(1)

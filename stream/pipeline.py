@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .kpi.agents import AgentShard
 from .kpi.engine import Engine
 from .kpi.rollup import merge
@@ -26,6 +29,69 @@ from .sinks.redis_sink import RedisSink
 from .view import LiveMerged, View, build_view
 
 log = logging.getLogger("ccpulse.pipeline")
+
+
+def redis_fatal(exc: BaseException, cfg: Settings, tls: bool = False) -> str | None:
+    """A one-line reason when a Redis error will not go away by waiting, else None.
+
+    Wrong credentials and missing ACL permissions are fatal (and with `tls`, a server
+    certificate that the configured CA does not trust); a Redis that is down is not. The
+    message names host, port and user, never the password.
+    """
+    from redis.exceptions import AuthenticationError, NoPermissionError
+
+    parts = urlsplit(cfg.redis_url)
+    where = f"Redis at {parts.hostname}:{parts.port or 6379}"
+    user = parts.username or "default"
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, AuthenticationError):
+        return (f"{where} refused user {user!r}: {detail} (check the password in "
+                f"CCPULSE_REDIS_URL or CCPULSE_REDIS_URL_FILE and the ACL users)")
+    if isinstance(exc, NoPermissionError):
+        return f"{where}: user {user!r} lacks an ACL permission: {detail}"
+    if tls and "CERTIFICATE_VERIFY_FAILED" in detail:
+        return (f"{where}: TLS server certificate not trusted (redis_ssl_ca="
+                f"{cfg.redis_ssl_ca or 'system CAs'}): {detail}")
+    return None
+
+
+def preflight(cfg: Settings) -> None:
+    """Checks before a worker starts; raises ConfigError with a one-line reason.
+
+    Kafka security settings must be complete, data_dir must exist or be creatable, and
+    Redis must accept the worker's credentials
+    (a Redis that is merely down is fine: the worker waits for it, DESIGN §5).
+    """
+    from .kafka_security import client_kwargs
+    from .sinks.redis_sink import connect
+
+    client_kwargs(cfg)
+    try:  # Faust creates only the last level; the default is per user, private (0700)
+        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"invalid setting: data_dir {cfg.data_dir}: {exc.strerror}") from None
+
+    async def ping() -> None:
+        client = connect(cfg)
+        try:
+            await client.ping()
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except Exception as exc:
+        problem = redis_fatal(exc, cfg, tls=True)
+        if problem:
+            raise ConfigError(problem) from None
+        log.warning("Redis not reachable at start (%s); the worker will wait for it",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the caller
+    """Stop this worker the way an operator would (SIGTERM: Faust shuts down cleanly)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def shard_name(kind: str, partition: int) -> str:
@@ -65,6 +131,8 @@ class Pipeline:
         self.redis_ok = True
         self._stop = asyncio.Event()
         self._pending_dead: list = []
+        self.fatal: str | None = None
+        self.on_fatal = _terminate_process  # replaced in tests
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -124,6 +192,10 @@ class Pipeline:
                     p = int(name[1:])
                     shard = self.engine.agent_shard(p) if name[0] == "a" else self.engine.shard(p)
                     saved = await self._restore(name, shard)
+                    if saved is None:  # fatal Redis error: the worker is stopping; the
+                        # shard's records are skipped (run() ignores unowned shards)
+                        (self.engine.agent_shards if name[0] == "a" else self.engine.shards).pop(p, None)
+                        continue
                     self.owned[name] = shard
                     self.offsets[name] = dict(saved)
                 for tp in tps:
@@ -133,15 +205,27 @@ class Pipeline:
                         await self.consumer.seek_to_beginning(tp)
                     else:
                         self.consumer.seek(tp, offset)
-            self.ready = True
+            self.ready = self.fatal is None
 
-    async def _restore(self, name: str, shard) -> dict[str, int]:
-        """Redis must answer before consuming: starting blind could count events twice."""
+    async def _restore(self, name: str, shard) -> dict[str, int] | None:
+        """Redis must answer before consuming: starting blind could count events twice.
+
+        Waits while Redis is down; returns None (and stops the worker) when Redis refuses
+        the credentials or a permission, which no amount of waiting fixes.
+        """
         delay = 0.2
         while True:
+            if self.fatal is not None:
+                return None
             try:
                 return await self.sink.restore_shard(name, shard)
             except Exception as exc:  # Redis down at assignment: wait for it
+                problem = redis_fatal(exc, self.cfg)
+                if problem is not None:
+                    self.fatal = problem
+                    log.error("%s; stopping the worker", problem)
+                    self.on_fatal(problem)
+                    return None
                 self.metrics.publish_failures.labels("redis").inc()
                 log.warning("restore of %s waiting for Redis: %s", name, exc)
                 await asyncio.sleep(delay)

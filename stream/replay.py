@@ -10,20 +10,45 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from .events import NAME_PATTERN
-from .kpi.windows import iso_utc, parse_iso
-
-import re
+from .kpi.windows import parse_iso
 
 _NAME = re.compile(NAME_PATTERN)
 DISPOSITIONS = {"resolved", "unresolved", "follow_up", "escalated"}
+REQUIRED_COLUMNS = ("interaction_id", "queue", "offered_at")
+MAX_ID = 128  # event_id, interaction_id and customer_id: 1–128 chars (DESIGN §2, schemas/)
+
+
+def _iso(epoch: float) -> str:
+    """RFC 3339 UTC with the precision the call log gave (ms, or µs when it has them).
+
+    Truncating to milliseconds would move waits across a threshold: offered …00.0006 and
+    answered …20.0009 is a 20.0003 s wait, not within T = 20 s.
+    """
+    dt = datetime.fromtimestamp(epoch, timezone.utc)
+    spec = "milliseconds" if dt.microsecond % 1000 == 0 else "microseconds"
+    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _event_id_base(iid: str) -> str:
+    """`replay-<iid>`, or a digest of the id when that would pass the 128-char event_id limit.
+
+    Deterministic, so replaying the same file twice is deduplicated by the worker.
+    """
+    base = f"replay-{iid}"
+    if len(base) + 4 <= MAX_ID:
+        return base
+    return "replay-h" + hashlib.sha256(iid.encode()).hexdigest()[:40]
 
 
 @dataclass
@@ -63,6 +88,8 @@ def row_events(row: dict, tz: ZoneInfo, line: int) -> list[tuple[float, dict]]:
         raise RowError(f"bad channel {channel[:20]!r}")
     agent = (row.get("agent_id") or "").strip()
     customer = (row.get("customer_id") or "").strip() or None
+    if customer is not None and len(customer) > MAX_ID:
+        raise RowError(f"customer_id longer than {MAX_ID} characters")
     disposition = (row.get("disposition") or "").strip() or None
     if disposition is not None and disposition not in DISPOSITIONS:
         raise RowError(f"bad disposition {disposition[:20]!r}")
@@ -74,12 +101,13 @@ def row_events(row: dict, tz: ZoneInfo, line: int) -> list[tuple[float, dict]]:
     if (answered is None) == (abandoned is None):
         raise RowError("exactly one of answered_at / abandoned_at is required")
     base = {"interaction_id": iid, "channel": channel, "queue": queue}
+    id_base = _event_id_base(iid)
     n = 0
 
     def ev(kind: str, ts: float, **extra) -> tuple[float, dict]:
         nonlocal n
         n += 1
-        return ts, {"event_id": f"replay-{iid}-{n}", "type": kind, "ts": iso_utc(ts),
+        return ts, {"event_id": f"{id_base}-{n}", "type": kind, "ts": _iso(ts),
                     "schema_version": 1, **base, **extra}
 
     out = [ev("interaction.offered", offered, **({"customer_id": customer} if customer else {}))]
@@ -125,15 +153,27 @@ def read_call_log(path: str, tz: ZoneInfo, summary: ReplaySummary) -> list[tuple
     """All events of the file, as a heap-ordered list (ts, seq, event)."""
     events: list[tuple[float, int, dict]] = []
     seq = 0
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    first_line: dict[str, int] = {}  # interaction_id -> line of the row that used it
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "interaction_id" not in reader.fieldnames:
-            raise RowError("the file needs a header row with interaction_id, queue, offered_at, …")
+        if reader.fieldnames is not None:
+            reader.fieldnames = [(name or "").strip() for name in reader.fieldnames]
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise RowError("the file needs a header row with interaction_id, queue, offered_at, … "
+                           f"(missing: {', '.join(missing)})")
         for row in reader:
             summary.rows += 1
             line = reader.line_num
             try:
-                for ts, event in row_events(row, tz, line):
+                row_evs = row_events(row, tz, line)
+                iid = row_evs[0][1]["interaction_id"]
+                if iid in first_line:
+                    # the same event ids: the worker would drop or mix this row silently
+                    raise RowError(f"duplicate interaction_id (first at line {first_line[iid]})")
+                first_line[iid] = line
+                for ts, event in row_evs:
                     events.append((ts, seq, event))
                     seq += 1
             except RowError as exc:

@@ -17,6 +17,7 @@ import orjson
 from .kpi import buckets as b
 from .kpi import metrics
 from .kpi.windows import parse_iso
+from .view import AGENT_HIDDEN  # queue-side ratios `cc:kpi:agent:…` omits too (DESIGN §3)
 
 
 class ReportError(ValueError):
@@ -46,11 +47,24 @@ async def read_range(redis: Any, prefix: str, scope: str, start: str | None, end
             continue  # expired between the two reads
         acc = metrics.acc_from_fields(fields)
         b.add_into(total, acc)
-        row = {"start": fields.get("start"), **metrics.kpis(acc)}
+        row = {"start": fields.get("start"), **_kpis(scope, acc)}
         rows.append(row)
-    summary = metrics.kpis(total)
+    summary = _kpis(scope, total)
     summary["intervals"] = len(rows)
     return rows, summary
+
+
+def _kpis(scope: str, acc: list[float]) -> dict:
+    """The KPIs of one re-added accumulator, shaped like `cc:kpi:<scope>:…`."""
+    out = metrics.kpis(acc)
+    if scope.startswith("agent:"):
+        for name in AGENT_HIDDEN:
+            out.pop(name, None)
+    if not any(acc[b.TTR_HIST0:]):
+        # the interval hashes carry ttr_n and ttr_sum but not the TTR histogram: without it
+        # the p90 is unknown (metrics.ttr_p90 would report +inf), so leave it out
+        out.pop("ttr_p90_s", None)
+    return out
 
 
 def render(rows: list[dict], total: dict, fmt: str, by_interval: bool) -> str:

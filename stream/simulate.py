@@ -43,6 +43,7 @@ __all__ = [
     "BAD_KINDS",
     "CHANNELS",
     "DEFAULT_PROFILE",
+    "EXTRA_KINDS",
     "NAME_RE",
     "ProduceStats",
     "SimConfig",
@@ -133,6 +134,9 @@ class SimConfig:
         default_factory=lambda: {"voice": 90.0, "chat": 300.0, "sms": 3600.0})
     short_abandon_share: float = 0.06  # of contacts: patience uniform in (0.3, 5) s
     ring_s: tuple[float, float] = (2.0, 8.0)  # routed → answered, uniform
+    # routing: across channels, the waiting contact furthest behind its goal goes first
+    service_goal_s: dict[str, float] = field(
+        default_factory=lambda: {"voice": 20.0, "chat": 60.0, "sms": 900.0})
     # handling (lognormal: mean and sigma of the log)
     talk_mean_s: dict[str, float] = field(
         default_factory=lambda: {"voice": 240.0, "chat": 480.0, "sms": 900.0})
@@ -480,6 +484,7 @@ class Simulator:
         self._q_names, self._q_cum = _cum({q: qw.get(q, 0.0) for q in cfg.queues}, cfg.queues)
         self._ch_names, self._ch_cum = _cum(cfg.channel_mix, CHANNELS)
         self._disp_names, self._disp_cum = _cum(cfg.disposition_weights, DISPOSITIONS)
+        self._goal = {ch: max(float(cfg.service_goal_s.get(ch, 60.0)), 1e-3) for ch in CHANNELS}
         self._w = {ch: (1.0 / cfg.capacity[ch] if cfg.capacity.get(ch, 0) > 0 else math.inf)
                    for ch in CHANNELS}
         self._capacity = {ch: int(cfg.capacity.get(ch, 0)) for ch in CHANNELS}
@@ -910,9 +915,10 @@ class Simulator:
         self._schedule(t + self._rng.uniform(lo, hi), self._answer, c)
 
     def _try_assign(self, a: _Agent, t: float) -> None:
-        """Give a free(d) agent the oldest waiting contacts of its queues, FIFO.
+        """Give a free(d) agent waiting contacts of its queues: FIFO per (queue, channel);
+        across them the head furthest behind its channel's service goal (wait / goal).
 
-        When the oldest one needs more room than the agent has (a call while it is on a
+        When that contact needs more room than the agent has (a call while it is on a
         chat), the agent takes nothing new until it is free enough: it drains.
         """
         if not a.on_shift or a.in_aux or a.aux_pending is not None or a.logout_pending:
@@ -922,9 +928,10 @@ class Simulator:
         waiting = self._waiting
         n_waiting = self._n_waiting
         w = self._w
+        goal = self._goal
         while True:
             best_dq = None
-            best_t = math.inf
+            best = -math.inf
             for q in a.queues:
                 if not n_waiting[q]:
                     continue
@@ -932,9 +939,11 @@ class Simulator:
                     dq = waiting[(q, ch)]
                     while dq and dq[0].state != _WAITING:
                         dq.popleft()
-                    if dq and dq[0].offered_t < best_t:
-                        best_t = dq[0].offered_t
-                        best_dq = dq
+                    if dq:
+                        behind = (t - dq[0].offered_t) / goal[ch]
+                        if behind > best:
+                            best = behind
+                            best_dq = dq
             if best_dq is None or a.load + w[best_dq[0].channel] > 1.000001:
                 break
             c = best_dq.popleft()
@@ -1379,7 +1388,11 @@ async def produce(
             max_batch_size=256 * 1024, request_timeout_ms=30000)
         kwargs.update(producer_kwargs or {})
         producer = AIOKafkaProducer(**kwargs)
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
     topics = topics or {}
     pending: list[asyncio.Future[Any]] = []
     loop = asyncio.get_running_loop()
@@ -1504,10 +1517,32 @@ def simulate(
         return
     stats = ProduceStats()
     interrupted = False
+
+    async def run() -> None:
+        # Ctrl-C: asyncio.run cancels this task; SIGTERM does the same here. Either way
+        # produce() flushes what it queued and closes the producer before we return.
+        import signal
+
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)  # type: ignore[union-attr]
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on this platform
+            pass
+        await produce(sim, broker, None if live else speedup, live=live, stats=stats)
+
     try:
-        asyncio.run(produce(sim, broker, None if live else speedup, live=live, stats=stats))
+        asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
+    except (OSError, ConnectionError) as exc:
+        typer.echo(f"simulate: broker {broker}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # aiokafka's KafkaError and friends: no stack trace for a CLI user
+        if type(exc).__module__.startswith("aiokafka") or "Kafka" in type(exc).__name__:
+            typer.echo(f"simulate: broker {broker}: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        raise
     summary = stats.as_dict()
     summary["interrupted"] = interrupted
     typer.echo(orjson.dumps(summary).decode())

@@ -167,5 +167,8 @@ def build_load(windows: Partial, live: LiveMerged, cfg: Settings, queues: list[s
 
 def interval_doc(scope: str, start_iso: str, acc: list[float]) -> dict:
     doc = metrics.with_sums(acc)
+    if scope.startswith("agent:"):  # as in cc:kpi:agent:…, queue-side ratios are left out
+        for name in AGENT_HIDDEN:
+            doc.pop(name, None)
     doc["start"] = start_iso
     return doc

@@ -290,3 +290,12 @@ def test_kill9_mid_stream_and_restart_is_exact(stack, unique, worker_factory, re
     assert worker.proc.poll() is None
     print(f"kill points {sorted(kills)}; killed before the chunk was fully checkpointed: "
           f"{mid_checkpoint}")
+
+
+def test_control_no_faults(stack, unique, worker_factory, redis_client):
+    events = recent_day(5, N_CALLS)
+    feed = Feed(stack, unique)
+    worker_factory(**WORKER_ENV)
+    feed.send(events)
+    wait_for(lambda: caught_up(redis_client, unique.prefix, feed), 60, what="catch up")
+    assert_exact(redis_client, unique.prefix, events)

@@ -802,3 +802,41 @@ def test_produce_live_uses_wall_clock(broker: str) -> None:
     stats = asyncio.run(main())
     assert stats.total > 0
     assert abs((stats.last_ts - datetime.now(timezone.utc)).total_seconds()) < 5
+
+
+CLI_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import typer
+from stream.simulate import simulate
+app = typer.Typer()
+app.command("simulate")(simulate)
+app.command("noop")(lambda: None)
+app()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_cli_live_stops_cleanly(broker: str, tmp_path: Path, sig: str) -> None:
+    import signal
+
+    script = tmp_path / "cli.py"
+    script.write_text(CLI_SCRIPT.format(root=str(Path(__file__).resolve().parents[1])))
+    asyncio.run(_create_topics(parse_broker(broker), ["cc.interactions", "cc.agent-states", "cc.surveys"]))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "simulate", "--broker", broker, "--agents", "0",
+         "--rate", "2", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # a child of a non-interactive shell may inherit SIGINT as ignored: restore it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(4)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = orjson.loads(out.decode().strip().splitlines()[-1])
+    assert summary["interrupted"] is True
+    assert summary["by_topic"]["cc.agent-states"] > 0
+    assert b"Traceback" not in err
+    counts = asyncio.run(_consume_counts(parse_broker(broker), ["cc.interactions", "cc.agent-states"],
+                                         summary["total"]))
+    assert sum(counts.values()) == summary["total"]  # flushed before closing

@@ -195,12 +195,13 @@ class Source:
         self._ready.set()
 
     async def _load(self, client: aioredis.Redis) -> None:
-        raw = await client.get(self.key)
+        """Read the snapshot; a bad one is counted and skipped, keeping the last good one."""
         try:
-            document = parse_snapshot(raw)
-        except SnapshotError as exc:
+            document = parse_snapshot(await client.get(self.key))
+        except (SnapshotError, ResponseError) as exc:  # not JSON, too big, WRONGTYPE, NOPERM
             self.bad_snapshots += 1
-            log.warning("ignoring %s: %s", self.key, exc)
+            if self.bad_snapshots == 1 or self.bad_snapshots % 100 == 0:
+                log.warning("ignoring %s (%d so far): %s", self.key, self.bad_snapshots, exc)
             return
         if document != self.document:
             self.document = document
@@ -227,8 +228,6 @@ class Source:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                if isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc):
-                    self.bad_snapshots += 1
                 self.failures += 1
                 self._set_up(False, type(exc).__name__)
             finally:
@@ -264,7 +263,6 @@ class Source:
 # --- HTTP -----------------------------------------------------------------------------------
 
 SOURCE_KEY = web.AppKey("source", Source)
-CONFIG_KEY = web.AppKey("config", dict)
 STREAMS_KEY = web.AppKey("streams", set)
 
 

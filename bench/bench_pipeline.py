@@ -1,0 +1,1014 @@
+"""Throughput, freshness, replay and memory of the worker, in one run: `make bench`.
+
+Run: .venv/bin/python bench/bench_pipeline.py [--events N] [--full] [--out docs/BENCHMARKS.md]
+
+Not a test: it starts the embedded stack (tansu + a private redis-server on free loopback
+ports), loads one realistic simulator data set (stream/simulate.py: all channels, agents,
+surveys, messages) into its own topics, and measures on that same data
+
+1. ceilings: raw aiokafka `getmany` + decode (msgspec, the worker's validating decoder, and
+   orjson), and a bare Faust agent with the tuned settings that only counts (subprocess);
+2. the pipeline (`ccpulse worker` subprocesses): events/s from the first event consumed to
+   the moment Redis shows the last one (checkpoint offsets, as replay.wait_processed reads
+   them), with one and with two workers, each run with its own consumer group and prefix;
+3. freshness at a steady 5,000 events/s: production → visible in Redis, via marker contacts;
+4. `ccpulse replay` of a generated month-long call log (and 1,000,000 calls with --full);
+5. worker RSS over the longest run, first vs last quartile.
+
+Every figure is printed as it comes and all of them are written, with the machine and the
+date, to docs/BENCHMARKS.md. Everything it starts is in its own process group and stopped
+at the end; it only talks to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KINDS = ("interactions", "agents", "surveys")
+SIM_TOPIC = {"interactions": "cc.interactions", "agents": "cc.agent-states",
+             "surveys": "cc.surveys"}
+PARTITIONS = 4
+MARKER_QUEUE = "bench-marker"
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def machine_info() -> dict:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = int(line.split()[1]) / 1024 / 1024
+    return {"cpus": os.cpu_count(), "model": model, "mem_gib": mem_gib,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its reaped children, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(x) for x in fields[11:15])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def fmt_rate(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:,.0f}"
+
+
+@dataclass
+class TopicSet:
+    """One run's topics, consumer group and Redis prefix."""
+
+    tag: str
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {k: f"b{self.tag}.{SIM_TOPIC[k].split('.', 1)[1]}" for k in KINDS}
+
+    @property
+    def deadletter(self) -> str:
+        return f"b{self.tag}.deadletter"
+
+    def create(self, bootstrap: str) -> "TopicSet":
+        from stream import embedded
+
+        asyncio.run(embedded.create_topics(bootstrap, PARTITIONS,
+                                           (*self.topics.values(), self.deadletter)))
+        return self
+
+    def worker_env(self, stack, group: str, prefix: str, **extra) -> dict[str, str]:
+        t = self.topics
+        env = {"CCPULSE_BROKER_URL": stack.broker_url, "CCPULSE_REDIS_URL": stack.redis_url,
+               "CCPULSE_TOPIC_INTERACTIONS": t["interactions"],
+               "CCPULSE_TOPIC_AGENTS": t["agents"], "CCPULSE_TOPIC_SURVEYS": t["surveys"],
+               "CCPULSE_TOPIC_DEADLETTER": self.deadletter, "CCPULSE_GROUP_ID": group,
+               "CCPULSE_REDIS_PREFIX": prefix, "CCPULSE_PARTITIONS": str(PARTITIONS),
+               "CCPULSE_DATA_DIR": f"/tmp/ccpulse-bench-{group}",
+               "CCPULSE_LOG_LEVEL": "warning"}
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+
+class Proc:
+    """A child process in its own process group (stopped by its own pid only)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=str(ROOT),
+                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+class Worker(Proc):
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        from stream import embedded
+
+        self.web_port = embedded.free_port()
+        super().__init__([sys.executable, "-m", "stream.cli", "worker"],
+                         {**env, "CCPULSE_WEB_PORT": str(self.web_port)}, log)
+
+    def get(self, path: str, timeout: float = 0.5) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}",
+                                        timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except Exception:
+            return None
+
+    def events(self) -> int:
+        h = self.get("/healthz")
+        return int(h["events"]) if h else 0
+
+    def ready(self) -> bool:
+        h = self.get("/readyz")
+        return bool(h and h.get("status") == "ready")
+
+
+# ---------------------------------------------------------------------------------------
+# the data set
+# ---------------------------------------------------------------------------------------
+
+
+def make_dataset(n: int, seed: int, rate: float, end: datetime) -> tuple[list, dict, float]:
+    """The first n records of a simulated center whose event time ends about at `end`."""
+    from stream.simulate import SimConfig, Simulator
+
+    # ~n / (events per contact-second) seconds of event time; ends a few minutes before `end`
+    per_s = rate * 11.0
+    span = n / per_s
+    start = (end - timedelta(seconds=span * 1.05 + 120)).replace(microsecond=0)
+    sim = Simulator(SimConfig(seed=seed, rate=rate, agents=None, start=start,
+                              duration_s=span * 3 + 3600))
+    out = []
+    t = time.perf_counter()
+    stop_at = end - timedelta(seconds=60)
+    for rec in sim:
+        if rec.ts > stop_at:
+            break
+        out.append(rec)
+        if len(out) >= n:
+            break
+    gen_s = time.perf_counter() - t
+    mix: dict[str, int] = {}
+    for rec in out:
+        typ = rec.value[rec.value.find(b'"type":"') + 8:].split(b'"', 1)[0].decode()
+        mix[typ] = mix.get(typ, 0) + 1
+    info = {"agents": sim.n_agents, "rate": rate, "seed": seed, "start": out[0].ts.isoformat(),
+            "end": out[-1].ts.isoformat(), "mix": mix,
+            "bytes": sum(len(r.value) for r in out)}
+    return out, info, gen_s
+
+
+async def produce_records(records, bootstrap: str, topics: dict[str, str]
+                          ) -> tuple[float, dict[tuple[str, int], int]]:
+    """Send every record; returns seconds and the end offset (last + 1) per topic-partition,
+    taken from the acks (tansu's ListOffsets answer lags, so it is not asked)."""
+    from aiokafka import AIOKafkaProducer
+
+    mapping = {SIM_TOPIC[k]: v for k, v in topics.items()}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                                linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    ends: dict[tuple[str, int], int] = {}
+
+    def note(mds) -> None:
+        for md in mds:
+            key = (md.topic, md.partition)
+            if md.offset + 1 > ends.get(key, 0):
+                ends[key] = md.offset + 1
+
+    t = time.perf_counter()
+    try:
+        pending = []
+        for rec in records:
+            pending.append(await producer.send(mapping[rec.topic], rec.value, key=rec.key))
+            if len(pending) >= 20000:
+                note(await asyncio.gather(*pending))
+                pending = []
+        note(await asyncio.gather(*pending))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t, ends
+
+
+# ---------------------------------------------------------------------------------------
+# ceilings
+# ---------------------------------------------------------------------------------------
+
+
+async def raw_ceiling(bootstrap: str, ts: TopicSet, total: int, decoder: str) -> dict:
+    """aiokafka getmany with the worker's fetch settings, decoding every record."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream import events as E
+
+    kind_of = {v: k for k, v in ts.topics.items()}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in ts.topics.values() for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        n = bad = 0
+        first = None
+        deadline = time.monotonic() + 600
+        decode = E.decode
+        loads = orjson.loads
+        while n < total and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, recs in batches.items():
+                if first is None:
+                    first = time.perf_counter()
+                kind = kind_of[tp.topic]
+                if decoder == "msgspec":
+                    for r in recs:
+                        try:
+                            decode(r.value, kind)
+                        except E.Rejected:
+                            bad += 1
+                else:
+                    for r in recs:
+                        loads(r.value)
+                n += len(recs)
+        elapsed = time.perf_counter() - (first or time.perf_counter())
+        return {"events": n, "seconds": elapsed, "rate": n / elapsed if elapsed else None,
+                "rejected": bad}
+    finally:
+        await consumer.stop()
+
+
+FAUST_COUNTER = '''
+import json, os, sys, time
+import faust
+cfg = json.loads(sys.argv[1])
+app = faust.App(cfg["app"], broker="kafka://" + cfg["bootstrap"], store="memory://",
+                autodiscover=False, web_enabled=False, topic_allow_declare=False,
+                topic_partitions=cfg["partitions"], broker_max_poll_records=5000,
+                stream_buffer_maxsize=20000, consumer_max_fetch_size=8 * 1024 * 1024,
+                broker_session_timeout=6, broker_heartbeat_interval=1,
+                consumer_auto_offset_reset="earliest", datadir=cfg["datadir"])
+topic = app.topic(*cfg["topics"], value_serializer="raw")
+state = {"n": 0, "first": None}
+
+@app.agent(topic)
+async def count(stream):
+    async for _ in stream:
+        n = state["n"] = state["n"] + 1
+        if n == 1:
+            state["first"] = time.time()
+        if n >= cfg["expect"]:
+            with open(cfg["out"] + ".tmp", "w") as fh:
+                json.dump({"events": n, "first": state["first"], "last": time.time()}, fh)
+            os.replace(cfg["out"] + ".tmp", cfg["out"])
+
+sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+app.main()
+'''
+
+
+def faust_ceiling(stack, ts: TopicSet, total: int, work: Path, timeout: float = 900) -> dict:
+    out = work / f"faust-{uuid.uuid4().hex[:6]}.json"
+    script = work / "faust_counter.py"
+    script.write_text(FAUST_COUNTER)
+    cfg = {"app": f"bench-faust-{uuid.uuid4().hex[:8]}", "bootstrap": stack.bootstrap,
+           "partitions": PARTITIONS, "topics": list(ts.topics.values()), "expect": total,
+           "out": str(out), "datadir": str(work / "faust-data")}
+    proc = Proc([sys.executable, str(script), json.dumps(cfg)], {}, work / "faust.log")
+    started = time.monotonic()
+    cpu0 = cpu_seconds(proc.pid)
+    try:
+        while not out.exists():
+            if not proc.alive():
+                raise RuntimeError(f"faust counter exited; see {proc.log}")
+            if time.monotonic() - started > timeout:
+                raise RuntimeError("faust counter did not finish in time")
+            time.sleep(0.1)
+        cpu = cpu_seconds(proc.pid) - cpu0
+        data = json.loads(out.read_text())
+    finally:
+        proc.stop()
+    elapsed = data["last"] - data["first"]
+    return {"events": data["events"], "seconds": elapsed, "rate": data["events"] / elapsed,
+            "cpu_s": cpu}
+
+
+# ---------------------------------------------------------------------------------------
+# pipeline runs
+# ---------------------------------------------------------------------------------------
+
+
+def checkpoint_done(client, prefix: str, ts: TopicSet, ends: dict) -> tuple[bool, int]:
+    """(all partitions checkpointed past their end offset, events checkpointed so far)."""
+    pipe = client.pipeline(transaction=False)
+    keys = []
+    for kind, topic in ts.topics.items():
+        shard = "a" if kind == "agents" else "i"
+        for p in range(PARTITIONS):
+            if ends.get((topic, p), 0) <= 0:
+                continue
+            keys.append((topic, p))
+            pipe.hget(f"{prefix}state:{shard}{p}:meta", f"offset:{topic}:{p}")
+    values = pipe.execute()
+    done, seen = True, 0
+    for (topic, p), raw in zip(keys, values):
+        off = int(raw) if raw is not None else 0
+        seen += off
+        if off < ends[(topic, p)]:
+            done = False
+    return done, seen
+
+
+@dataclass
+class RunResult:
+    events: int
+    seconds: float
+    rate: float
+    cpu_s: list[float] = field(default_factory=list)
+    rss_mib: list[float] = field(default_factory=list)
+    rss_trend: tuple[float, float] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def quartile_trend(samples: list[float]) -> tuple[float, float] | None:
+    if len(samples) < 8:
+        return None
+    q = len(samples) // 4
+    return statistics.mean(samples[:q]), statistics.mean(samples[-q:])
+
+
+def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work: Path,
+                 label: str, timeout: float = 1800, **env_extra) -> RunResult:
+    import redis as redis_sync
+
+    tag = uuid.uuid4().hex[:6]
+    group, prefix = f"bench-{label}-{tag}", f"bench{label}{tag}:"
+    env = ts.worker_env(stack, group, prefix, **env_extra)
+    client = redis_sync.Redis.from_url(stack.redis_url)
+    procs = [Worker(env, work / f"worker-{label}-{i}.log") for i in range(workers)]
+    cpu0 = {w.pid: cpu_seconds(w.pid) for w in procs}
+    first = None
+    rss: list[float] = []
+    last_rss = 0.0
+    started = time.monotonic()
+    try:
+        while first is None:
+            for w in procs:
+                if not w.alive():
+                    raise RuntimeError(f"worker exited; see {w.log}")
+                if w.events() > 0:
+                    first = time.time()
+                    break
+            if time.monotonic() - started > 120:
+                raise RuntimeError("no worker consumed anything within 120 s")
+            time.sleep(0.02)
+        while True:
+            done, _ = checkpoint_done(client, prefix, ts, ends)
+            now = time.time()
+            if done:
+                break
+            if now - last_rss >= 0.5:
+                rss.append(sum(rss_mib(w.pid) or 0.0 for w in procs))
+                last_rss = now
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"pipeline run {label} did not finish within {timeout:.0f}s")
+            if not all(w.alive() for w in procs):
+                raise RuntimeError(f"a worker exited; see {work}")
+            time.sleep(0.05)
+        elapsed = now - first
+        cpus = [cpu_seconds(w.pid) - cpu0[w.pid] for w in procs]
+        center = {k.decode(): v.decode() for k, v in
+                  client.hgetall(f"{prefix}kpi:center:today").items()}
+        res = RunResult(total, elapsed, total / elapsed, cpus, rss, quartile_trend(rss),
+                        {"center_today": {k: center.get(k) for k in
+                                          ("offered", "answered", "abandoned", "handled",
+                                           "surveys", "sentiment_samples")}})
+        return res
+    finally:
+        for w in procs:
+            w.stop()
+        client.close()
+
+
+def py_spy_profile(stack, ts: TopicSet, work: Path, seconds: float = 20) -> str | None:
+    """A py-spy top-of-stack summary of one worker consuming the data set (if py-spy exists)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return None
+    tag = uuid.uuid4().hex[:6]
+    env = ts.worker_env(stack, f"bench-spy-{tag}", f"benchspy{tag}:")
+    w = Worker(env, work / "worker-spy.log")
+    try:
+        deadline = time.monotonic() + 60
+        while w.events() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = work / "py-spy.txt"
+        subprocess.run([str(spy), "record", "--pid", str(w.pid), "--duration", str(int(seconds)),
+                        "--format", "raw", "--output", str(out), "--nonblocking"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 60)
+        return summarize_py_spy(out)
+    except Exception as exc:  # profiling is a bonus: never fail the bench on it
+        return f"py-spy failed: {exc}"
+    finally:
+        w.stop()
+
+
+def summarize_py_spy(path: Path, top: int = 15) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (", 1)[0] + " " + f.rsplit("/", 1)[-1].split(":", 1)[0].rstrip(")")
+                  for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    lines = [f"{total} samples; self time:"]
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}%  {name}")
+    lines.append("inclusive (ccpulse code):")
+    ours = [(k, v) for k, v in incl.items() if any(m in k for m in (
+        "pipeline.py", "engine.py", "shard.py", "interaction.py", "agents.py", "store.py",
+        "rollup.py", "view.py", "redis_sink.py", "checkpoint.py", "events.py"))]
+    for name, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}%  {name}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# freshness
+# ---------------------------------------------------------------------------------------
+
+
+async def paced_load(bootstrap: str, redis_url: str, prefix: str, ts: TopicSet, records: list,
+                     rate: float, seconds: float, warmup: float, marker_every: float) -> dict:
+    """Send `records` at `rate`/s for warmup+seconds with marker contacts; watch Redis."""
+    import orjson
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaProducer
+
+    from stream.kpi.windows import iso_utc
+
+    mapping = {SIM_TOPIC[k]: v for k, v in ts.topics.items()}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=False, linger_ms=2)
+    await producer.start()
+    client = aioredis.from_url(redis_url)
+    sent_at: list[float] = []
+    seen_at: list[float] = []
+    stop = asyncio.Event()
+    key = f"{prefix}kpi:queue:{MARKER_QUEUE}:15m"
+
+    async def watch() -> None:
+        seen = 0
+        while not stop.is_set() or seen < len(sent_at):
+            raw = await client.hget(key, "offered")
+            now = time.time()
+            count = int(raw) if raw else 0
+            while seen < count and seen < len(sent_at):
+                seen_at.append(now)
+                seen += 1
+            if stop.is_set() and time.time() - stop_time[0] > 15:
+                break
+            await asyncio.sleep(0.01)
+
+    stop_time = [0.0]
+    watcher = asyncio.create_task(watch())
+    it = iter(records)
+    sent = 0
+    pending = []
+    t0 = time.time()
+    next_marker = t0 + warmup
+    marker_i = 0
+    try:
+        while True:
+            now = time.time()
+            elapsed = now - t0
+            if elapsed >= warmup + seconds:
+                break
+            due = int(elapsed * rate)
+            while sent < due:
+                rec = next(it)
+                pending.append(await producer.send(mapping[rec.topic], rec.value, key=rec.key))
+                sent += 1
+            if now >= next_marker:
+                iid = f"mk-{uuid.uuid4().hex[:10]}-{marker_i}"
+                ev = {"event_id": iid + "-o", "type": "interaction.offered", "ts": iso_utc(now),
+                      "schema_version": 1, "interaction_id": iid, "channel": "voice",
+                      "queue": MARKER_QUEUE}
+                sent_at.append(time.time())
+                pending.append(await producer.send(ts.topics["interactions"], orjson.dumps(ev),
+                                                   key=iid.encode()))
+                marker_i += 1
+                next_marker += marker_every
+            if len(pending) > 2000:
+                await asyncio.gather(*pending)
+                pending = []
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*pending)
+        produced_s = time.time() - t0
+        stop_time[0] = time.time()
+        stop.set()
+        await asyncio.wait_for(watcher, 60)
+    finally:
+        stop.set()
+        await producer.stop()
+        await client.aclose()
+    lat = [s - p for p, s in zip(sent_at, seen_at)]
+    return {"sent": sent, "markers": len(sent_at), "seen": len(seen_at),
+            "achieved_rate": sent / produced_s, "latencies": lat}
+
+
+def freshness_run(stack, records: list, work: Path, rate: float = 5000, seconds: float = 30,
+                  warmup: float = 5, publish_interval: float | None = None) -> dict:
+    ts = TopicSet(uuid.uuid4().hex[:8]).create(stack.bootstrap)
+    tag = uuid.uuid4().hex[:6]
+    extra = {} if publish_interval is None else {"CCPULSE_PUBLISH_INTERVAL_S": publish_interval}
+    prefix = f"benchfresh{tag}:"
+    env = ts.worker_env(stack, f"bench-fresh-{tag}", prefix, **extra)
+    w = Worker(env, work / f"worker-fresh-{tag}.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not w.ready():
+            if time.monotonic() > deadline or not w.alive():
+                raise RuntimeError(f"worker not ready; see {w.log}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        cpu0 = cpu_seconds(w.pid)
+        res = asyncio.run(paced_load(stack.bootstrap, stack.redis_url, prefix, ts, records, rate,
+                                     seconds, warmup, 0.1))
+        res["cpu_s"] = cpu_seconds(w.pid) - cpu0
+        res["rss_mib"] = rss_mib(w.pid)
+        return res
+    finally:
+        w.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# replay
+# ---------------------------------------------------------------------------------------
+
+CALL_COLUMNS = ["interaction_id", "queue", "channel", "customer_id", "agent_id", "disposition",
+                "offered_at", "answered_at", "abandoned_at", "ended_at", "wrapup_completed_at",
+                "hold_s"]
+
+
+def write_call_log(path: Path, calls: int, days: int, seed: int) -> dict:
+    """A call log (DESIGN §2) of `calls` rows over `days` days, with a daily profile."""
+    from stream.simulate import DEFAULT_PROFILE
+
+    rnd = random.Random(seed)
+    start = datetime(2026, 9, 1, tzinfo=timezone.utc).timestamp()
+    queues = ("billing", "support", "sales", "retention")
+    channels = (("voice", 0.6), ("chat", 0.3), ("sms", 0.1))
+    wait_mean = {"voice": 25.0, "chat": 50.0, "sms": 300.0}
+    patience = {"voice": 90.0, "chat": 300.0, "sms": 3600.0}
+    talk_mean = {"voice": 240.0, "chat": 480.0, "sms": 900.0}
+    acw_mean = {"voice": 60.0, "chat": 45.0, "sms": 30.0}
+    dispositions = (("resolved", 0.7), ("unresolved", 0.12), ("follow_up", 0.12),
+                    ("escalated", 0.06))
+    hours = list(range(24))
+    weights = list(DEFAULT_PROFILE)
+    offers = sorted(start + rnd.randrange(days) * 86400 + rnd.choices(hours, weights)[0] * 3600
+                    + rnd.random() * 3600 for _ in range(calls))
+
+    def pick(pairs):
+        r, acc = rnd.random(), 0.0
+        for name, w in pairs:
+            acc += w
+            if r < acc:
+                return name
+        return pairs[-1][0]
+
+    def lognormal(mean: float, sigma: float = 0.6) -> float:
+        return rnd.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+
+    abandoned = 0
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CALL_COLUMNS)
+        for i, offered in enumerate(offers):
+            ch = pick(channels)
+            q = queues[rnd.randrange(len(queues))]
+            cust = f"cust-{rnd.randrange(50_000):06d}"
+            wait = rnd.expovariate(1 / wait_mean[ch])
+            give_up = (rnd.uniform(0.3, 5) if rnd.random() < 0.05
+                       else rnd.expovariate(1 / patience[ch]))
+            row = [f"call-{i:08d}", q, ch, cust, "", "", iso(offered), "", "", "", "", ""]
+            if give_up < wait:
+                row[8] = iso(offered + give_up)
+                abandoned += 1
+            else:
+                answered = offered + wait
+                talk = lognormal(talk_mean[ch])
+                hold = rnd.uniform(5, min(120.0, talk)) if ch == "voice" and rnd.random() < 0.2 else 0
+                ended = answered + talk
+                row[4] = f"agent-{rnd.randrange(300):04d}"
+                row[7], row[9] = iso(answered), iso(ended)
+                if rnd.random() >= 0.02:
+                    row[10] = iso(ended + lognormal(acw_mean[ch], 0.5))
+                    row[5] = pick(dispositions)
+                row[11] = f"{hold:.1f}" if hold else ""
+            w.writerow(row)
+    return {"calls": calls, "days": days, "abandoned": abandoned,
+            "bytes": path.stat().st_size}
+
+
+def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float) -> dict:
+    """`ccpulse replay` against a fresh event-clock worker; RSS of the worker sampled."""
+    ts = TopicSet(uuid.uuid4().hex[:8]).create(stack.bootstrap)
+    tag = uuid.uuid4().hex[:6]
+    env = ts.worker_env(stack, f"bench-replay-{tag}", f"benchreplay{tag}:", CCPULSE_CLOCK="event")
+    w = Worker(env, work / f"worker-replay-{label}.log")
+    rss: list[tuple[float, float]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not w.ready():
+            if time.monotonic() > deadline or not w.alive():
+                raise RuntimeError(f"worker not ready; see {w.log}")
+            time.sleep(0.1)
+        cpu0 = cpu_seconds(w.pid)
+        out_path = work / f"replay-{label}.out"
+        t0 = time.monotonic()
+        rp = Proc([sys.executable, "-m", "stream.cli", "replay", str(csv_path), "--wait",
+                   str(int(wait_s))], env, out_path)
+        peak_replay = 0.0
+        while rp.alive():
+            rss.append((time.monotonic() - t0, rss_mib(w.pid) or 0.0))
+            peak_replay = max(peak_replay, rss_mib(rp.pid) or 0.0)
+            time.sleep(0.5)
+        wall = time.monotonic() - t0
+        text = out_path.read_text()
+        if rp.proc.returncode != 0:
+            raise RuntimeError(f"replay failed ({rp.proc.returncode}): {text[-500:]}")
+        produced = int(text.split("events produced", 1)[1].split()[0])
+        produce_s = float(text.split("events produced", 1)[1].split(" in ", 1)[1].split("s")[0])
+        rejected = int(text.split("rows rejected", 1)[1].split()[0])
+        samples = [r for _, r in rss if r > 0]
+        return {"events": produced, "wall_s": wall, "rate": produced / wall,
+                "read_and_produce_s": produce_s, "rows_rejected": rejected,
+                "worker_cpu_s": cpu_seconds(w.pid) - cpu0, "rss": samples,
+                "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay}
+    finally:
+        w.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def write_report(path: Path, r: dict) -> None:
+    m = r["machine"]
+    d = r["dataset"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`bench/bench_pipeline.py{r['argv']}`) on {m['date']}.",
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['model']}), {m['mem_gib']:.0f} GiB, Python "
+        f"{m['python']}, {m['platform']}. Broker: embedded tansu; Redis: private "
+        "redis-server; all on this one machine, so broker, Redis, the bench process and the "
+        "workers share its CPUs.",
+        "",
+        "## Data set",
+        "",
+        f"{d['events']:,} records from `stream/simulate.py` (seed {d['seed']}, "
+        f"{d['rate']:g} contacts/s at the profile's peak, {d['agents']:,} agents sized by the "
+        f"simulator, event time {d['start']} … {d['end']}, {d['bytes'] / 1e6:.0f} MB), "
+        f"{PARTITIONS} partitions per topic. Mix:",
+        "",
+        "| type | records |",
+        "|---|---:|",
+    ]
+    for typ, n in sorted(d["mix"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| `{typ}` | {n:,} |")
+    lines += ["", f"Produced into the broker at {fmt_rate(d['produce_rate'])} records/s "
+              "(aiokafka, acks=all).", ""]
+    c = r["ceilings"]
+    p1, p2 = r["pipeline"].get("1"), r["pipeline"].get("2")
+    lines += ["## Throughput", "",
+              "| run | events | seconds | events/s | vs bare Faust | vs raw getmany+msgspec | worker CPU-s |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    faust = c.get("faust", {}).get("rate")
+    raw = c.get("msgspec", {}).get("rate")
+    for name, key in (("raw aiokafka getmany + msgspec decode (validating)", "msgspec"),
+                      ("raw aiokafka getmany + orjson.loads", "orjson"),
+                      ("bare Faust agent, counting only (tuned settings)", "faust")):
+        x = c.get(key)
+        if x:
+            lines.append(f"| {name} | {x['events']:,} | {x['seconds']:.1f} | {fmt_rate(x['rate'])} "
+                         f"| {x['rate'] / faust:.2f}× | {x['rate'] / raw:.2f}× | "
+                         f"{x.get('cpu_s', float('nan')):.1f} |")
+    for n, p in (("1", p1), ("2", p2)):
+        if p:
+            lines.append(f"| pipeline, {n} worker{'s' if n == '2' else ''} (first event → "
+                         f"last visible in Redis) | {p.events:,} | {p.seconds:.1f} | "
+                         f"{fmt_rate(p.rate)} | {p.rate / faust:.2f}× | {p.rate / raw:.2f}× | "
+                         f"{' + '.join(f'{x:.1f}' for x in p.cpu_s)} |")
+    lines.append("")
+    if p1 and faust:
+        lines.append(f"- Target one worker ≥ 0.8 × bare Faust agent: {p1.rate / faust:.2f}× — "
+                     f"{verdict(p1.rate >= 0.8 * faust)}.")
+    if p1 and p2:
+        lines.append(f"- Target two workers ≥ 1.6 × one: {p2.rate / p1.rate:.2f}× — "
+                     f"{verdict(p2.rate >= 1.6 * p1.rate)}. With {m['cpus']} CPUs shared by "
+                     "the broker, Redis and both workers, a second worker can only use what "
+                     "the first leaves idle; the figure measures this machine, not the design.")
+    if p1 and p2:
+        same = p1.extra["center_today"] == p2.extra["center_today"]
+        lines.append(f"- Cross-check: the 1- and 2-worker runs published "
+                     f"{'the same' if same else '**different**'} center/today counts "
+                     f"({p1.extra['center_today']}"
+                     f"{'' if same else ' vs ' + str(p2.extra['center_today'])}).")
+    lines.append("")
+    f = r.get("freshness")
+    if f:
+        lines += ["## Freshness", ""]
+        for label, x in f.items():
+            lat = x["latencies"]
+            lines.append(
+                f"- {label}: {x['sent']:,} records at {x['achieved_rate']:,.0f}/s achieved, "
+                f"{x['seen']}/{x['markers']} markers seen; production → visible in Redis "
+                f"p50 {pct(lat, 50) * 1e3:.0f} ms, p95 {pct(lat, 95) * 1e3:.0f} ms, "
+                f"p99 {pct(lat, 99) * 1e3:.0f} ms, max {max(lat) * 1e3:.0f} ms "
+                f"(worker CPU {x['cpu_s'] / x['duration']:.0%} of one core).")
+        main = f.get(next(iter(f)))
+        if main:
+            lines.append(f"- Target p99 ≤ 1 s at 5k/s: {verdict(pct(main['latencies'], 99) <= 1.0)}.")
+        lines += ["",
+                  "Method: the load is the data set's records (their own event times) sent at a "
+                  "steady rate by one aiokafka producer (linger 2 ms, acks=all), to fresh topics "
+                  "with a worker already assigned and idle. Every 100 ms (after a 5 s warm-up) a "
+                  f"marker contact, `interaction.offered` in queue `{MARKER_QUEUE}` with "
+                  "`ts` = now, is sent with the load; its send time is taken just before "
+                  "`producer.send`. The bench polls "
+                  f"`<prefix>kpi:queue:{MARKER_QUEUE}:15m` field `offered` every 10 ms: when it "
+                  "reads k, markers 1…k count as visible at that moment. So a latency is "
+                  "producer batching + broker + fetch + engine + waiting for the next publish "
+                  "cycle + the cycle itself (checkpoint, merge, Redis MULTI/EXEC) + ≤ 10 ms "
+                  "polling. With the 1 s publish timer the wait for the next cycle alone is "
+                  "uniform in 0…1 s.", ""]
+    rp = r.get("replay")
+    if rp:
+        lines += ["## Replay (`ccpulse replay`, worker with `CCPULSE_CLOCK=event`)", "",
+                  "| call log | rows | events | read + produce s | wall s (until Redis has it) | events/s | worker CPU-s | worker RSS first → last quartile |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, x in rp.items():
+            trend = x["rss_trend"]
+            tr = f"{trend[0]:.0f} → {trend[1]:.0f} MiB" if trend else "n/a"
+            lines.append(f"| {label} | {x['calls']:,} | {x['events']:,} | "
+                         f"{x['read_and_produce_s']:.1f} | {x['wall_s']:.1f} | "
+                         f"{fmt_rate(x['rate'])} | {x['worker_cpu_s']:.1f} | {tr} |")
+        lines += ["", "Calls are generated with a daily profile over the days shown (voice/chat/sms, "
+                  "abandons incl. short ones, holds, missing wrap-ups, dispositions), in the CSV "
+                  "format of DESIGN §2. Wall time is the whole command: reading the CSV, "
+                  "producing, and waiting until every partition's checkpoint is past the last "
+                  "offset and the snapshot was rewritten.", ""]
+    mem = r.get("memory")
+    if mem:
+        lines += ["## Memory", ""]
+        for label, x in mem.items():
+            lines.append(f"- {label}: worker RSS first quartile {x[0]:.0f} MiB, last quartile "
+                         f"{x[1]:.0f} MiB ({(x[1] / x[0] - 1) * 100:+.0f}%), max {x[2]:.0f} MiB "
+                         f"over {x[3]} samples.")
+        lines.append("")
+    if r.get("not_run"):
+        lines += ["## Not run", ""] + [f"- {x}" for x in r["not_run"]] + [""]
+    if r.get("profile"):
+        lines += ["## Worker profile (py-spy, one worker on the data set)", "", "```",
+                  r["profile"], "```", ""]
+    path.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=400_000, help="size of the data set")
+    ap.add_argument("--rate", type=float, default=4.0, help="simulated contacts/s at peak")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--month-calls", type=int, default=30_000)
+    ap.add_argument("--full", action="store_true",
+                    help="also replay 1,000,000 calls (≥ 5 M events: the long memory run)")
+    ap.add_argument("--big-calls", type=int, default=1_000_000)
+    ap.add_argument("--fresh-rate", type=float, default=5000)
+    ap.add_argument("--fresh-seconds", type=float, default=30)
+    ap.add_argument("--profile", action="store_true", help="py-spy a worker (needs py-spy)")
+    ap.add_argument("--only", default="", help="comma list: ceilings,pipeline,fresh,replay")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+
+    def want(part: str) -> bool:
+        return not only or part in only
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    from stream import embedded
+
+    work = Path(tempfile.mkdtemp(prefix="ccpulse-bench-"))
+    r: dict = {"machine": machine_info(), "argv": "".join(f" {a}" for a in sys.argv[1:]),
+               "ceilings": {}, "pipeline": {}, "not_run": []}
+    m = r["machine"]
+    say(f"machine: {m['cpus']} CPUs, {m['model']}, Python {m['python']}; logs in {work}")
+    stack = embedded.start_stack(PARTITIONS, work)
+    try:
+        t = time.perf_counter()
+        records, info, gen_s = make_dataset(args.events, args.seed, args.rate,
+                                            datetime.now(timezone.utc))
+        say(f"data set: {len(records):,} records generated in {gen_s:.1f}s "
+            f"({info['agents']} agents, {info['start']} … {info['end']})")
+        ts = TopicSet(uuid.uuid4().hex[:8]).create(stack.bootstrap)
+        prod_s, ends = asyncio.run(produce_records(records, stack.bootstrap, ts.topics))
+        total = sum(ends.values())
+        info.update(events=total, produce_rate=total / prod_s)
+        r["dataset"] = info
+        say(f"produced {total:,} records in {prod_s:.1f}s ({total / prod_s:,.0f}/s)")
+
+        if want("ceilings"):
+            for dec in ("msgspec", "orjson"):
+                x = asyncio.run(raw_ceiling(stack.bootstrap, ts, total, dec))
+                r["ceilings"][dec] = x
+                say(f"ceiling raw getmany + {dec}: {fmt_rate(x['rate'])} events/s "
+                    f"({x['events']:,} in {x['seconds']:.1f}s)")
+            x = faust_ceiling(stack, ts, total, work)
+            r["ceilings"]["faust"] = x
+            say(f"ceiling bare Faust agent: {fmt_rate(x['rate'])} events/s "
+                f"({x['events']:,} in {x['seconds']:.1f}s, {x['cpu_s']:.1f} CPU-s)")
+        if want("pipeline"):
+            for n in (1, 2):
+                p = pipeline_run(stack, ts, ends, total, n, work, f"w{n}")
+                r["pipeline"][str(n)] = p
+                say(f"pipeline {n} worker(s): {fmt_rate(p.rate)} events/s "
+                    f"({p.events:,} in {p.seconds:.1f}s; worker CPU-s "
+                    f"{', '.join(f'{c:.1f}' for c in p.cpu_s)}; center today "
+                    f"{p.extra['center_today']})")
+                faust = r["ceilings"].get("faust", {}).get("rate")
+                raw = r["ceilings"].get("msgspec", {}).get("rate")
+                if faust and raw:
+                    say(f"  = {p.rate / faust:.2f}× bare Faust, {p.rate / raw:.2f}× raw getmany")
+            if "1" in r["pipeline"] and "2" in r["pipeline"]:
+                say(f"  two workers / one: "
+                    f"{r['pipeline']['2'].rate / r['pipeline']['1'].rate:.2f}×")
+        if args.profile:
+            r["profile"] = py_spy_profile(stack, ts, work)
+            say(r["profile"] or "py-spy not installed: .venv/bin/pip install py-spy")
+        if want("fresh"):
+            r["freshness"] = {}
+            need = int(args.fresh_rate * (args.fresh_seconds + 6))
+            load = records[-need:] if need <= len(records) else records
+            for label, interval in ((f"{args.fresh_rate:,.0f}/s, publish every 1 s (default)", None),
+                                    (f"{args.fresh_rate:,.0f}/s, publish every 0.5 s", 0.5)):
+                x = freshness_run(stack, load, work, args.fresh_rate, args.fresh_seconds,
+                                  publish_interval=interval)
+                x["duration"] = args.fresh_seconds + 5
+                r["freshness"][label] = x
+                lat = x["latencies"]
+                say(f"freshness {label}: achieved {x['achieved_rate']:,.0f}/s, "
+                    f"{x['seen']}/{x['markers']} markers; p50 {pct(lat, 50) * 1e3:.0f} ms, "
+                    f"p95 {pct(lat, 95) * 1e3:.0f} ms, p99 {pct(lat, 99) * 1e3:.0f} ms")
+        del records
+        if want("replay"):
+            r["replay"], r["memory"] = {}, {}
+            runs = [("month", args.month_calls, 30)]
+            if args.full:
+                runs.append(("big", args.big_calls, 30))
+            else:
+                r["not_run"].append(f"replay of {args.big_calls:,} calls and the ≥ 5 M-event "
+                                    "memory run: `--full` (see the figures of the last --full run "
+                                    "in the issue notes)")
+            for label, calls, days in runs:
+                path = work / f"calls-{label}.csv"
+                t = time.perf_counter()
+                meta = write_call_log(path, calls, days, args.seed)
+                say(f"call log {label}: {calls:,} calls over {days} days, "
+                    f"{meta['bytes'] / 1e6:.1f} MB, written in {time.perf_counter() - t:.1f}s")
+                x = replay_run(stack, path, work, label, wait_s=7200)
+                x.update(calls=calls, days=days)
+                name = f"{calls:,} calls / {days} days"
+                r["replay"][name] = x
+                say(f"replay {name}: {x['events']:,} events in {x['wall_s']:.1f}s wall "
+                    f"({fmt_rate(x['rate'])} events/s; read+produce {x['read_and_produce_s']:.1f}s; "
+                    f"rejected rows {x['rows_rejected']})")
+                if x["rss_trend"]:
+                    a, b = x["rss_trend"]
+                    r["memory"][f"replay of {name} ({x['events']:,} events, event clock)"] = (
+                        a, b, max(x["rss"]), len(x["rss"]))
+                    say(f"  worker RSS first quartile {a:.0f} MiB → last quartile {b:.0f} MiB "
+                        f"(max {max(x['rss']):.0f})")
+                path.unlink(missing_ok=True)
+        for n, p in r["pipeline"].items():
+            if p.rss_trend:
+                r.setdefault("memory", {})[f"pipeline run, {n} worker(s) (sum of RSS)"] = (
+                    p.rss_trend[0], p.rss_trend[1], max(p.rss_mib), len(p.rss_mib))
+    finally:
+        stack.stop()
+    out = Path(args.out)
+    write_report(out, r)
+    say(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
