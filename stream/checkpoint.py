@@ -16,6 +16,7 @@ import msgspec
 
 from .kpi import buckets as b
 from .kpi.agents import AgentShard, AgentTimeline, Change
+from .kpi.customers import Contact, Customer, CustomerShard
 from .kpi.interaction import Ev, derive
 from .kpi.shard import InteractionShard, Ix
 
@@ -56,18 +57,36 @@ def _unpack_ev(data: list) -> Ev:
 
 
 def pack_ix(ix: Ix) -> bytes:
+    sent = ix.customer_sent
     return _enc.encode([[_pack_ev(e) for e in ix.events], [_pack_fact(f) for f in ix.facts],
-                        ix.pending_raw, ix.risk_since, ix.last_ts])
+                        ix.pending_raw, ix.risk_since, ix.last_ts,
+                        None if sent is None else [*sent[:3], list(sent[3]) if sent[3] else None,
+                                                   sent[4]]])
 
 
 def unpack_ix(data: bytes, shard: InteractionShard) -> Ix:
-    events, facts, pending, risk_since, last_ts = _dec.decode(data)
+    events, facts, pending, risk_since, last_ts, sent = _dec.decode(data)
     ix = Ix(events=[_unpack_ev(e) for e in events], facts=[_unpack_fact(f) for f in facts],
             pending_raw=dict(pending), last_ts=last_ts)
+    if sent is not None:
+        ix.customer_sent = (sent[0], sent[1], sent[2], tuple(sent[3]) if sent[3] else None,
+                            sent[4])
     d = derive(ix.events, shard.clock, shard.s.params)
     ix.waiting, ix.acw_deadline, ix.done = d.waiting, d.acw_deadline, d.done
     ix.handled_key, ix.risk, ix.risk_since = d.handled_key, d.risk, risk_since
     return ix
+
+
+def pack_customer(cust: Customer) -> bytes:
+    return _enc.encode([{iid: [c.first_offered, c.handled, list(c.key), c.disposition]
+                         for iid, c in cust.contacts.items()},
+                        [_pack_fact(f) for f in cust.facts], cust.last_activity])
+
+
+def unpack_customer(data: bytes) -> Customer:
+    contacts, facts, last = _dec.decode(data)
+    return Customer({iid: Contact(o, h, tuple(k), d) for iid, (o, h, k, d) in contacts.items()},
+                    [_unpack_fact(f) for f in facts], last)
 
 
 def pack_timeline(tl: AgentTimeline) -> bytes:
@@ -148,6 +167,17 @@ def stage_shard(pipe: Any, keys: ShardKeys, shard, offsets: dict[str, int]) -> t
         if hx_dels:
             pipe.hdel(keys.index, *hx_dels)
         extra = _enc.encode(shard.survey_ids)
+    elif isinstance(shard, CustomerShard):
+        items, shard.dirty_customers = shard.dirty_customers, set()
+        index = set()
+        sets, dels = {}, []
+        for name in items:
+            cust = shard.customers.get(name)
+            if cust is None:
+                dels.append(name)
+            else:
+                sets[name] = pack_customer(cust)
+        extra = b""
     else:
         items, shard.dirty_agents = shard.dirty_agents, set()
         index = set()
@@ -178,8 +208,24 @@ def unstage(shard, token: tuple) -> None:
     if isinstance(shard, InteractionShard):
         shard.dirty_ix |= items
         shard.dirty_index |= index
+    elif isinstance(shard, CustomerShard):
+        shard.dirty_customers |= items
     else:
         shard.dirty_agents |= items
+
+
+def mark_all_dirty(shard) -> None:
+    """Mark every key of the shard dirty: the next save writes its whole state (after Redis
+    lost its data, e.g. a restart of a memory-only Redis, dirty keys alone are not enough)."""
+    shard.dirty_minutes |= set(shard.minutes)
+    shard.dirty_intervals |= set(shard.intervals)
+    if isinstance(shard, InteractionShard):
+        shard.dirty_ix |= set(shard.ix)
+        shard.dirty_index |= set(shard.handled_index)
+    elif isinstance(shard, CustomerShard):
+        shard.dirty_customers |= set(shard.customers)
+    else:
+        shard.dirty_agents |= set(shard.agents)
 
 
 async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
@@ -204,6 +250,10 @@ async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
         extra = meta.get("extra")
         if extra:
             shard.survey_ids = dict(_dec.decode(extra))
+    elif isinstance(shard, CustomerShard):
+        for name, raw in items.items():
+            shard.customers[name.decode()] = unpack_customer(raw)
+        shard.rebuild_deadlines()
     else:
         for agent, raw in items.items():
             shard.agents[agent.decode()] = unpack_timeline(raw)
@@ -220,4 +270,4 @@ def decode(data: bytes) -> Any:
     return _dec.decode(data)
 
 
-__all__ = ["ShardKeys", "stage_shard", "unstage", "restore", "AgentShard"]
+__all__ = ["ShardKeys", "stage_shard", "unstage", "mark_all_dirty", "restore", "AgentShard"]

@@ -76,6 +76,9 @@ AGENT_HIDDEN = ("service_level", "sl_abandons_negative", "sl_abandons_positive",
 
 def scope_kpis(scope: str, acc: list[float], cfg: Settings, channels_by_queue: dict) -> dict:
     out = metrics.kpis(acc)
+    if scope == "center":
+        for name, slot in metrics.CENTER_ONLY.items():
+            out[name] = int(round(acc[slot]))
     if scope.startswith("agent:"):
         for name in AGENT_HIDDEN:  # queue-side ratios: an agent does not own a queue's waits
             out.pop(name, None)

@@ -83,8 +83,9 @@ Interpretation choices (the spec text the engine is aligned to)
     channel or outcome, even abandoned or still waiting) has its first ``offered`` in
     (w, w + fcr_horizon_s] — "within the horizon" includes exactly the horizon. A contact
     offered at or before w (overlapping) is not a repeat. It is *decided* when repeated or
-    when now ≥ w + horizon; otherwise it is ``fcr_pending``.
-    fcr_rate = (decided − repeated) / decided. The counts sit at w, so a later repeat
+    when now ≥ w + horizon; until then, and while not repeated, it is ``fcr_pending``.
+    fcr_rate = (handled − repeated) / handled over handled contacts with a customer, as
+    DESIGN §3 writes it: provisional, and corrected when a repeat arrives. The counts sit at w, so a later repeat
     corrects the interval of w. Handled interactions without customer_id are left out and
     counted as ``fcr_excluded`` (center scope only, at w).
 15. Disposition FCR counts handled *legs*: resolved / legs with a disposition. A leg closed
@@ -531,11 +532,10 @@ def _fcr_values(inter: Interaction, same_customer: list, cfg: OracleConfig, now:
         and w < other.first_offered_ts <= w + horizon
         for other in same_customer
     )
-    if repeated:
-        return {"fcr_decided": 1, "fcr_repeated": 1}
-    if now >= w + horizon:
-        return {"fcr_decided": 1, "fcr_repeated": 0}
-    return {"fcr_pending": 1}
+    # DESIGN §3: FCR = (handled − repeated) / handled, provisional until the horizon passes
+    # and corrected when a repeat arrives; fcr_pending = not repeated, horizon not passed.
+    pending = int(not repeated and now < w + horizon)
+    return {"fcr_handled": 1, "fcr_repeated": int(repeated), "fcr_pending": pending}
 
 
 def _ttr_resolutions(handled: list, cfg: OracleConfig, now: datetime) -> list:
@@ -702,7 +702,7 @@ def kpis(scope: str, acc: Optional[_Acc], cfg: OracleConfig) -> dict:
         if len(thresholds) == 1:
             out["sl_threshold_s"] = thresholds.pop()
 
-    ratio("fcr_rate", n("fcr_decided") - n("fcr_repeated"), n("fcr_decided"))
+    ratio("fcr_rate", n("fcr_handled") - n("fcr_repeated"), n("fcr_handled"))
     ratio("fcr_disposition_rate", n("disp_resolved"), n("disp_any"))
     if acc.ttr:
         out["ttr_s"] = sum(acc.ttr) / len(acc.ttr)

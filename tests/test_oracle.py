@@ -301,7 +301,8 @@ def test_fcr_pending_and_excluded():
     events = (call("one", T0, customer="c1", wait=5, talk=100, acw=15)
               + call("anon", T0, wait=5, talk=100, acw=15))
     k = compute(events, CFG, T0 + timedelta(minutes=5))[("center", "15m")]
-    assert k["fcr_pending"] == 1 and "fcr_rate" not in k
+    # DESIGN §3: FCR is provisional (1 of 1 not repeated yet) and the contact is pending
+    assert k["fcr_pending"] == 1 and k["fcr_rate"] == 1.0
     assert k["fcr_excluded"] == 1
     queue = compute(events, CFG, T0 + timedelta(minutes=5))[("queue:q1", "15m")]
     assert "fcr_excluded" not in queue
@@ -328,8 +329,8 @@ def test_ttr_chain_of_three_contacts():
     assert r[("center", "today")]["ttr_p90_s"] == pytest.approx(2 * 3600 + 600)
     assert r[("queue:billing", "today")]["ttr_s"] == pytest.approx(7800)
     assert "ttr_s" not in r[("queue:q1", "today")]
-    # FCR: c1 and c2 repeated, c3 pending → rate 0 over 2 decided
-    assert r[("center", "today")]["fcr_rate"] == 0.0
+    # FCR: c1 and c2 repeated, c3 not (yet) → (3 − 2) / 3, provisional per DESIGN §3
+    assert r[("center", "today")]["fcr_rate"] == pytest.approx(1 / 3)
     assert r[("center", "today")]["fcr_pending"] == 1
     assert r[("center", "today")]["fcr_disposition_rate"] == pytest.approx(1 / 3)
     iv = intervals(events, CFG, now)

@@ -47,7 +47,7 @@ def span_facts(agent: str, start: float, end: float, state: str, queues: tuple) 
     out = []
     for minute, seconds in span_pieces(start, end, MINUTE):
         for q in targets:
-            out.append(((q, "*", agent), minute, ((slot, seconds * share),)))
+            out.append(((q, "*", agent), minute, ((slot, round(seconds * share, 6)),)))
     return out
 
 
@@ -80,16 +80,37 @@ class AgentShard(BucketStore):
             return "too_late"
         if change.ts > self.max_ts:
             self.max_ts = change.ts
-        tl.changes.append(change)
-        tl.changes.sort(key=lambda c: (c.ts, c.event_id))
-        self._settle(agent, tl)
+        changes = tl.changes
+        last = changes[-1] if changes else None
+        if last is None or (change.ts, change.event_id) > (last.ts, last.event_id):
+            # in order (the live case): the spans before stay as they are, only the span the
+            # previous change opened is closed now — apply just its facts (bench: the full
+            # re-derivation below was 56% of the worker's time, quadratic in an hour's changes)
+            changes.append(change)
+            if last is not None:
+                new = span_facts(agent, last.ts, change.ts, last.state, last.queues)
+                for fact in new:
+                    self.apply_fact(fact, 1.0)
+                tl.facts.extend(new)
+            self.dirty_agents.add(agent)
+        else:
+            changes.append(change)
+            changes.sort(key=lambda c: (c.ts, c.event_id))
+            self._settle(agent, tl)
         self.new_events[("agent.state_changed", "")] += 1
         return "ok"
 
-    def _settle(self, agent: str, tl: AgentTimeline) -> None:
+    def _derive(self, agent: str, changes: list) -> list:
         new = []
-        for cur, nxt in zip(tl.changes, tl.changes[1:]):
+        for cur, nxt in zip(changes, changes[1:]):
             new.extend(span_facts(agent, cur.ts, nxt.ts, cur.state, cur.queues))
+        return new
+
+    def _settle(self, agent: str, tl: AgentTimeline) -> None:
+        new = self._derive(agent, tl.changes)
+        if new == tl.facts:
+            self.dirty_agents.add(agent)
+            return
         old_c, new_c = Counter(tl.facts), Counter(new)
         if old_c != new_c:
             for fact, n in (old_c - new_c).items():
@@ -114,7 +135,10 @@ class AgentShard(BucketStore):
             if keep_from:
                 final_ts = tl.changes[keep_from].ts
                 tl.changes = tl.changes[keep_from:]
-                tl.facts = [f for f in tl.facts if f[1] >= final_ts]
+                # the facts of the spans kept, re-derived: a filter on the facts' minute would
+                # drop the first minute piece of the span that opens at final_ts (its bucket
+                # starts before final_ts), and the next full _settle would add it a second time
+                tl.facts = self._derive(agent, tl.changes)
                 tl.final_before = final_ts
                 self.dirty_agents.add(agent)
         self.prune_buckets(now)

@@ -21,7 +21,7 @@ FIELDS = (
     "sent_samples", "sent_end_sum", "sent_negative", "sent_improved",
     "fcr_handled", "fcr_repeated", "fcr_excluded", "fcr_disp_n", "fcr_disp_resolved",
     "ttr_n", "ttr_sum",
-    "occ_busy_s", "occ_acw_s", "occ_available_s",
+    "occ_busy_s", "occ_acw_s", "occ_available_s", "fcr_pending",
 )
 N_FIELDS = len(FIELDS)
 IDX = {name: i for i, name in enumerate(FIELDS)}
@@ -37,6 +37,7 @@ SENT_SAMPLES, SENT_END_SUM, SENT_NEGATIVE, SENT_IMPROVED = 26, 27, 28, 29
 FCR_HANDLED, FCR_REPEATED, FCR_EXCLUDED, FCR_DISP_N, FCR_DISP_RESOLVED = 30, 31, 32, 33, 34
 TTR_N, TTR_SUM = 35, 36
 OCC_BUSY, OCC_ACW, OCC_AVAILABLE = 37, 38, 39
+FCR_PENDING = 40
 
 # Histogram of TTR (seconds) for p90: fixed log-spaced bounds, counts appended after FIELDS.
 TTR_BOUNDS = tuple(60.0 * (1.25 ** i) for i in range(48))  # 1 min … ~3.5 days

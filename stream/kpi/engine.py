@@ -13,15 +13,28 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+import msgspec
+
 from .. import events as E
 from ..config import Settings
 from . import metrics
 from .agents import STATES, AgentShard, Change
+from .customers import Contact, CustomerShard
 from .interaction import Ev, Params
 from .rollup import Partial, interval_partials, window_partials
 from .shard import DeadLetter, InteractionShard, ShardSettings
 
 Scorer = Callable[[str, str], float | None]
+
+# internal FCR record: [customer hash, interaction id, [first_offered, handled, key, disposition] | None]
+CustomerRecord = tuple[str, str, tuple[float, float | None, list[str] | None, str | None] | None]
+_customer_decoder = msgspec.msgpack.Decoder(CustomerRecord)
+_customer_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_customer_record(customer: str, iid: str, rec) -> bytes:
+    return _customer_encoder.encode([customer, iid, None if rec is None else
+                                     [rec[0], rec[1], list(rec[2]) if rec[2] else None, rec[3]]])
 
 
 def customer_hasher(secret: str) -> Callable[[str], str]:
@@ -66,6 +79,7 @@ class Engine:
         self.hash_customer = customer_hasher(cfg.customer_hash_secret)
         self.shards: dict[int, InteractionShard] = {}
         self.agent_shards: dict[int, AgentShard] = {}
+        self.customer_shards: dict[int, CustomerShard] = {}
         self.queues: set[str] = set()
         self.agents: set[str] = set()
         self.rejected: Counter = Counter()
@@ -88,8 +102,37 @@ class Engine:
                 k.retention_h * 3600, k.minute_retention_min * 60.0, f"a{partition}")
         return s
 
+    def customer_shard(self, partition: int) -> CustomerShard:
+        s = self.customer_shards.get(partition)
+        if s is None:
+            k = self.cfg.kpi
+            s = self.customer_shards[partition] = CustomerShard(
+                k.retention_h * 3600, k.minute_retention_min * 60.0, k.fcr_horizon_h * 3600,
+                f"c{partition}")
+        return s
+
     def stores(self):
-        return [*self.shards.values(), *self.agent_shards.values()]
+        return [*self.shards.values(), *self.agent_shards.values(),
+                *self.customer_shards.values()]
+
+    def take_customer_records(self) -> list[tuple]:
+        """FCR records the interaction shards produced since the last call: (customer, iid, rec)."""
+        out: list[tuple] = []
+        for shard in self.shards.values():
+            out.extend(shard.customer_outbox)
+            shard.customer_outbox = []
+        return out
+
+    def route_customer_records(self, partitions: int = 4) -> None:
+        """In-process delivery of FCR records (tests, single process); the worker uses Kafka."""
+        for customer, iid, rec in self.take_customer_records():
+            p = int(customer[:8], 16) % partitions
+            self.apply_customer_record(p, customer, iid, rec)
+
+    def apply_customer_record(self, partition: int, customer: str, iid: str, rec) -> str:
+        contact = None if rec is None else Contact(rec[0], rec[1], tuple(rec[2] or ("", "", "")),
+                                                   rec[3])
+        return self.customer_shard(partition).upsert(customer, iid, contact)
 
     # -- records ------------------------------------------------------------------------
 
@@ -115,6 +158,13 @@ class Engine:
                topic: str = "") -> str:
         """Decode, validate and apply one record of topic kind 'interactions', 'agents' or 'surveys'."""
         raw = raw if raw is not None else b""
+        if kind == "customers":
+            try:
+                customer, iid, rec = _customer_decoder.decode(raw)
+            except msgspec.MsgspecError as exc:
+                return self.reject("invalid_field", f"customer record: {exc}"[:200], raw, topic,
+                                   partition, offset)
+            return self.apply_customer_record(partition, customer, iid, rec)
         try:
             event = E.decode(raw, kind)
         except E.Rejected as rej:

@@ -98,6 +98,7 @@ class Derived:
     handled_key: tuple | None = None  # (q, ch, agent) of the handled final leg
     customer: object = None
     first_offered: float | None = None
+    disposition: str | None = None  # of the handled final leg
     risk: float | None = None  # mean of the last customer scores while ongoing
 
 
@@ -237,6 +238,9 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
         if last.handled is not None:
             out.done = last.handled
             out.handled_key = (last.queue, last.channel, last.agent)
+            out.disposition = last.disposition
+            if out.customer is None:  # FCR cannot follow this contact: count it as excluded
+                out.facts.append((NONE_KEY, last.handled, ((b.FCR_EXCLUDED, 1.0),)))
             counted = [sc for sc in scores if sc[0] <= last.handled]
             if counted:
                 _sentiment_fact(counted, last, p, out)
@@ -254,18 +258,23 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
     return out
 
 
+def dur(seconds: float) -> float:
+    """A duration rounded to the microsecond: epoch floats carry ~0.2 µs of noise."""
+    return round(seconds, 6)
+
+
 def _leg_facts(leg: Leg, now: float, p: Params, out: Derived) -> None:
     q, ch = leg.queue, leg.channel
     facts = out.facts
     facts.append(((q, ch, ""), leg.offered, ((b.OFFERED, 1.0),)))
     threshold = p.sl_threshold(q, ch)
     if leg.answered is not None:
-        wait = leg.answered - leg.offered
+        wait = dur(leg.answered - leg.offered)
         facts.append(((q, ch, leg.agent), leg.answered,
                        ((b.ANSWERED, 1.0), (b.ANSWER_WAIT, wait),
                         (b.SL_ANS_WITHIN, 1.0 if wait <= threshold else 0.0))))
     elif leg.abandoned is not None:
-        wait = leg.abandoned - leg.offered
+        wait = dur(leg.abandoned - leg.offered)
         short = wait < p.short_abandon_s
         counted = not (short and p.exclude_short_abandons)
         facts.append(((q, ch, ""), leg.abandoned,
@@ -287,9 +296,10 @@ def _leg_facts(leg: Leg, now: float, p: Params, out: Derived) -> None:
         leg.disposition = None
     else:
         return
-    talk = leg.ended - leg.answered - leg.hold
-    acw = leg.handled - leg.ended
-    delta = [(b.HANDLED, 1.0), (b.TALK, talk), (b.HOLD, leg.hold), (b.ACW, acw)]
+    hold = dur(leg.hold)
+    talk = dur(leg.ended - leg.answered - leg.hold)
+    acw = dur(leg.handled - leg.ended)
+    delta = [(b.HANDLED, 1.0), (b.TALK, talk), (b.HOLD, hold), (b.ACW, acw)]
     if leg.disposition is not None:
         delta.append((b.DISP_N, 1.0))
         if leg.disposition == "resolved":

@@ -73,8 +73,9 @@ def patience_s(a: Acc) -> float | None:
 COUNTS: dict[str, int] = {
     "offered": b.OFFERED, "answered": b.ANSWERED, "abandoned": b.ABANDONED,
     "short_abandons": b.SHORT_ABANDONS, "handled": b.HANDLED, "transferred": b.TRANSFERRED,
-    "surveys": b.SURVEYS, "sentiment_samples": b.SENT_SAMPLES,
+    "surveys": b.SURVEYS, "sentiment_samples": b.SENT_SAMPLES, "fcr_pending": b.FCR_PENDING,
 }
+CENTER_ONLY = {"fcr_excluded": b.FCR_EXCLUDED, "surveys_unjoined": b.SURVEYS_UNJOINED}
 
 RATIOS: dict[str, Callable[[Acc], float | None]] = {
     "aht_s": aht,

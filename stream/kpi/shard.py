@@ -33,6 +33,7 @@ class Ix:
     risk: float | None = None
     risk_since: float | None = None
     last_ts: float = 0.0
+    customer_sent: tuple | None = None  # the FCR record last sent for this contact
 
 
 @dataclass(slots=True)
@@ -72,6 +73,7 @@ class InteractionShard(BucketStore):
         self.new_events: Counter = Counter()  # (type, channel) -> count, for cc_events_total
         self.dirty_ix: set[str] = set()
         self.dirty_index: set[str] = set()
+        self.customer_outbox: list[tuple] = []  # (customer hash, iid, record | None)
 
     # -- events -------------------------------------------------------------------------
 
@@ -98,11 +100,13 @@ class InteractionShard(BucketStore):
                 if e.event_id == ev.event_id:
                     self.duplicates += 1
                     return "duplicate"
+            if ev.kind == "interaction.message" and self._message_fast(iid, ix, ev):
+                return "ok"
         ix.events.append(ev)
         derived = derive(ix.events, self.clock, self.s.params)
         new_index = len(ix.events) - 1
         status = derived.status
-        if any(st == CONFLICT for st in status):
+        if CONFLICT in status:
             old_pending = {e.event_id for e in ix.events[:-1] if e.event_id in ix.pending_raw}
             conflicted = [i for i, st in enumerate(status) if st == CONFLICT]
             if new_index in conflicted or any(ix.events[i].event_id not in old_pending
@@ -137,6 +141,39 @@ class InteractionShard(BucketStore):
         self._settle(iid, ix, derived)
         return result
 
+    def _message_fast(self, iid: str, ix: Ix, ev: Ev) -> bool:
+        """Add a message to a known interaction without re-deriving it, where that is exact.
+
+        A message never changes legs, facts other than sentiment, or any other event's status
+        (`_step` only collects its score; it is always legal). So an agent message or an
+        unscored one changes nothing derived, and a scored customer message only changes the
+        risk while the contact is not done (the sentiment fact exists only once handled).
+        Messages are half of all events, and `derive` is linear in the interaction's events.
+        """
+        direction, score = ev.extra  # type: ignore[misc]
+        scored = direction == "customer" and score is not None
+        events = ix.events
+        if scored:
+            if ix.done is not None:
+                return False  # may change the sentiment fact: derive
+            if not any(e.kind == "interaction.offered" for e in events):
+                return False  # no leg yet: derive leaves the risk unset
+        events.append(ev)
+        self.dirty_ix.add(iid)
+        if ev.ts > ix.last_ts:
+            ix.last_ts = ev.ts
+        self.new_events[(ev.kind, ev.channel)] += 1
+        if scored:
+            # derive's risk: mean of the last `sentiment_span` scores in (ts, id, score) order
+            scores = sorted((e.ts, e.event_id, e.extra[1]) for e in events  # type: ignore[index]
+                            if e.kind == "interaction.message" and e.extra[0] == "customer"
+                            and e.extra[1] is not None)
+            recent = [s for _, _, s in scores[-self.s.params.sentiment_span:]]
+            if ix.risk_since is None or ix.risk is None:
+                ix.risk_since = ix.last_ts
+            ix.risk = sum(recent) / len(recent)
+        return True
+
     def _apply_forgotten_survey(self, iid, ev, raw, topic, partition, offset) -> str:
         if ev.event_id in self.survey_ids:
             self.duplicates += 1
@@ -149,9 +186,9 @@ class InteractionShard(BucketStore):
 
     def _settle(self, iid: str, ix: Ix, d: Derived) -> None:
         """Apply the difference between the facts already applied and the new ones."""
-        old = Counter(ix.facts)
-        new = Counter(d.facts)
-        if old != new:
+        # most events (messages above all) leave the facts as they were: an equal list is an
+        # equal multiset, and comparing lists is far cheaper than building two Counters
+        if ix.facts != d.facts and (old := Counter(ix.facts)) != (new := Counter(d.facts)):
             for fact, n in (old - new).items():
                 for _ in range(n):
                     self.apply_fact(fact, -1.0)
@@ -160,6 +197,18 @@ class InteractionShard(BucketStore):
                     self.apply_fact(fact, 1.0)
                     self._observe(fact)
             ix.facts = d.facts
+        record = None
+        if d.customer is not None and d.first_offered is not None:
+            record = (d.customer, d.first_offered, d.done if d.handled_key else None,
+                      d.handled_key, d.disposition)
+        if record != ix.customer_sent:
+            if record is None:  # the contact lost its customer record: withdraw it
+                self.customer_outbox.append((ix.customer_sent[0], iid, None))
+            else:
+                if ix.customer_sent is not None and ix.customer_sent[0] != record[0]:
+                    self.customer_outbox.append((ix.customer_sent[0], iid, None))
+                self.customer_outbox.append((record[0], iid, record[1:]))
+            ix.customer_sent = record
         ix.waiting = d.waiting
         ix.acw_deadline = d.acw_deadline
         ix.done = d.done
