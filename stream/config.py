@@ -161,6 +161,7 @@ class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     topic_agents: str = "cc.agent-states"
     topic_surveys: str = "cc.surveys"
     topic_deadletter: str = "cc.deadletter"
+    topic_customers: str = "cc.customers"  # internal: FCR records keyed by customer hash
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     api_token: str | None = None

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TOPICS = ("cc.interactions", "cc.agent-states", "cc.surveys", "cc.deadletter")
+TOPICS = ("cc.interactions", "cc.agent-states", "cc.surveys", "cc.deadletter", "cc.customers")
 
 
 class EmbeddedError(RuntimeError):

@@ -31,6 +31,15 @@ from .view import LiveMerged, View, build_view
 log = logging.getLogger("ccpulse.pipeline")
 
 
+def _scrub(text: str, *secrets: str | None) -> str:
+    """First line of an error text with any secret replaced by ***."""
+    line = text.splitlines()[0] if text else ""
+    for secret in secrets:
+        if secret:
+            line = line.replace(secret, "***")
+    return line
+
+
 def redis_fatal(exc: BaseException, cfg: Settings, tls: bool = False) -> str | None:
     """A one-line reason when a Redis error will not go away by waiting, else None.
 
@@ -43,7 +52,7 @@ def redis_fatal(exc: BaseException, cfg: Settings, tls: bool = False) -> str | N
     parts = urlsplit(cfg.redis_url)
     where = f"Redis at {parts.hostname}:{parts.port or 6379}"
     user = parts.username or "default"
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    detail = _scrub(str(exc), parts.password) or type(exc).__name__
     if isinstance(exc, AuthenticationError):
         return (f"{where} refused user {user!r}: {detail} (check the password in "
                 f"CCPULSE_REDIS_URL or CCPULSE_REDIS_URL_FILE and the ACL users)")
@@ -55,17 +64,43 @@ def redis_fatal(exc: BaseException, cfg: Settings, tls: bool = False) -> str | N
     return None
 
 
+def kafka_fatal(exc: BaseException, cfg: Settings, where: str) -> str | None:
+    """A one-line reason when connecting to Kafka failed for a reason waiting won't fix."""
+    import ssl
+
+    from aiokafka import errors as kerr
+
+    k = cfg.kafka
+    detail = _scrub(str(exc), k.sasl_password) or type(exc).__name__
+    if isinstance(exc, (kerr.SaslAuthenticationFailed, kerr.AuthenticationFailedError,
+                        kerr.IllegalSaslStateError)) or (
+            isinstance(exc, KeyError) and k.sasl_mechanism and "SCRAM" in k.sasl_mechanism):
+        # (aiokafka's SCRAM client raises KeyError('v') when the server rejects the proof)
+        return (f"Kafka at {where} refused SASL {k.sasl_mechanism} user {k.sasl_username!r}: "
+                f"{detail} (check CCPULSE_KAFKA__SASL_PASSWORD or its _FILE)")
+    if isinstance(exc, kerr.UnsupportedSaslMechanismError):
+        return f"Kafka at {where}: {detail}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"Kafka at {where}: TLS server certificate not trusted (kafka.ssl_cafile="
+                f"{k.ssl_cafile or 'system CAs'}): {detail}")
+    return None
+
+
 def preflight(cfg: Settings) -> None:
     """Checks before a worker starts; raises ConfigError with a one-line reason.
 
-    Kafka security settings must be complete, data_dir must exist or be creatable, and
-    Redis must accept the worker's credentials
-    (a Redis that is merely down is fine: the worker waits for it, DESIGN §5).
+    Kafka security settings must be complete and accepted by the first bootstrap broker,
+    data_dir must exist or be creatable, and Redis must accept the worker's credentials
+    and a write under its key prefix.
+    A broker or Redis that is merely down is not an error here: Redis is waited for
+    (DESIGN §5), and Faust reports a broker it cannot reach.
     """
+    from aiokafka.conn import create_conn
+
     from .kafka_security import client_kwargs
     from .sinks.redis_sink import connect
 
-    client_kwargs(cfg)
+    kafka_kw = client_kwargs(cfg)
     try:  # Faust creates only the last level; the default is per user, private (0700)
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
     except OSError as exc:
@@ -75,10 +110,29 @@ def preflight(cfg: Settings) -> None:
         client = connect(cfg)
         try:
             await client.ping()
+            # a write under the prefix, as the publish lock does: a read-only user or a
+            # prefix outside the user's ACL keys fails here, not silently at every cycle
+            await client.set(f"{cfg.redis_prefix}preflight", b"1", px=1000)
         finally:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
+    async def kafka() -> None:
+        host, _, port = cfg.bootstrap.split(",")[0].rpartition(":")
+        conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=10000,
+                                                  **kafka_kw), 15)
+        conn.close()
+
+    where = cfg.bootstrap.split(",")[0]
+    if cfg.kafka.security_protocol != "PLAINTEXT":
+        try:
+            asyncio.run(kafka())
+        except Exception as exc:
+            problem = kafka_fatal(exc, cfg, where)
+            if problem:
+                raise ConfigError(problem) from None
+            log.warning("Kafka check at %s failed (%s); starting anyway", where,
+                        _scrub(str(exc), cfg.kafka.sasl_password) or type(exc).__name__)
     try:
         asyncio.run(ping())
     except Exception as exc:
@@ -86,7 +140,7 @@ def preflight(cfg: Settings) -> None:
         if problem:
             raise ConfigError(problem) from None
         log.warning("Redis not reachable at start (%s); the worker will wait for it",
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    _scrub(str(exc), urlsplit(cfg.redis_url).password) or type(exc).__name__)
 
 
 def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the caller
@@ -94,8 +148,12 @@ def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the cal
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+SHARD_PREFIX = {"interactions": "i", "surveys": "i", "agents": "a", "customers": "c"}
+
+
 def shard_name(kind: str, partition: int) -> str:
-    return f"{'a' if kind == 'agents' else 'i'}{partition}"
+    """i<p>: interactions+surveys partition p (co-partitioned), a<p>: agents, c<p>: customers."""
+    return f"{SHARD_PREFIX[kind]}{partition}"
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -117,7 +175,7 @@ class Pipeline:
         self.sink = RedisSink(cfg)
         self.metrics = Metrics(lambda: self.view, self.lag)
         self.kinds = {cfg.topic_interactions: "interactions", cfg.topic_agents: "agents",
-                      cfg.topic_surveys: "surveys"}
+                      cfg.topic_surveys: "surveys", cfg.topic_customers: "customers"}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.offsets: dict[str, dict[str, int]] = {}  # shard -> {"topic:partition": next}
@@ -131,6 +189,7 @@ class Pipeline:
         self.redis_ok = True
         self._stop = asyncio.Event()
         self._pending_dead: list = []
+        self._pending_customers: list = []
         self.fatal: str | None = None
         self.on_fatal = _terminate_process  # replaced in tests
 
@@ -156,7 +215,7 @@ class Pipeline:
     async def stop(self) -> None:
         self._stop.set()
         async with self.lock:
-            if self.owned:
+            if self.owned and await self._flush_dead_letters():
                 with contextlib.suppress(Exception):
                     await self._save(time.time())
         for client in (self.consumer, self.producer):
@@ -169,16 +228,16 @@ class Pipeline:
 
     async def on_revoked(self, revoked) -> None:
         names = {shard_name(self.kinds[tp.topic], tp.partition) for tp in revoked}
+        log.info("partitions revoked: %s", sorted(names))
         async with self.lock:
             self.ready = False
-            if self.owned:
+            if self.owned and await self._flush_dead_letters():
                 with contextlib.suppress(Exception):
                     await self._save(self.now())
             for name in names:
                 self.owned.pop(name, None)
                 self.offsets.pop(name, None)
-                kind, p = name[0], int(name[1:])
-                (self.engine.agent_shards if kind == "a" else self.engine.shards).pop(p, None)
+                self._shard_map(name).pop(int(name[1:]), None)
 
     async def on_assigned(self, assigned) -> None:
         """Restore each new shard from its checkpoint, then seek to the saved offsets."""
@@ -190,14 +249,19 @@ class Pipeline:
             for name, tps in sorted(by_shard.items()):
                 if name not in self.owned:
                     p = int(name[1:])
-                    shard = self.engine.agent_shard(p) if name[0] == "a" else self.engine.shard(p)
+                    shard = self._new_shard(name)
                     saved = await self._restore(name, shard)
+                    log.info("restored %s at offsets %s", name, saved)
                     if saved is None:  # fatal Redis error: the worker is stopping; the
                         # shard's records are skipped (run() ignores unowned shards)
-                        (self.engine.agent_shards if name[0] == "a" else self.engine.shards).pop(p, None)
+                        self._shard_map(name).pop(p, None)
                         continue
                     self.owned[name] = shard
                     self.offsets[name] = dict(saved)
+                    if self.cfg.clock == "wall":
+                        # a new shard's clock is 0 until the first cycle: move it to now first,
+                        # or records older than the retention are taken instead of `too_late`
+                        shard.advance(time.time())
                 for tp in tps:
                     key = f"{tp.topic}:{tp.partition}"
                     offset = self.offsets[name].get(key)
@@ -206,6 +270,18 @@ class Pipeline:
                     else:
                         self.consumer.seek(tp, offset)
             self.ready = self.fatal is None
+
+    def _shard_map(self, name: str) -> dict:
+        return {"a": self.engine.agent_shards, "c": self.engine.customer_shards}.get(
+            name[0], self.engine.shards)
+
+    def _new_shard(self, name: str):
+        p = int(name[1:])
+        if name[0] == "a":
+            return self.engine.agent_shard(p)
+        if name[0] == "c":
+            return self.engine.customer_shard(p)
+        return self.engine.shard(p)
 
     async def _restore(self, name: str, shard) -> dict[str, int] | None:
         """Redis must answer before consuming: starting blind could count events twice.
@@ -293,11 +369,35 @@ class Pipeline:
             self.cycle_count += 1
             return ok
 
+    async def _flush_dead_letters(self) -> bool:
+        """Send the dead letters of every record consumed so far, before a checkpoint that
+        moves past those records (shutdown, revocation); False when Kafka refused them —
+        then the caller must not checkpoint, so the next owner re-derives them."""
+        dead, obs, counts, dups = self.engine.take_outputs()
+        self.metrics.record(dead, obs, counts, dups)
+        self._pending_dead.extend(dead)
+        try:
+            await self._send_dead_letters()
+        except Exception as exc:
+            log.warning("dead letters not sent, checkpoint skipped: %s", exc)
+            return False
+        return True
+
     async def _send_dead_letters(self) -> None:
-        """Dead letters reach Kafka before the checkpoint that moves past their records."""
+        """Dead letters and FCR records reach Kafka before the checkpoint that moves past
+        the records that produced them (FCR records are upserts: a resend changes nothing)."""
+        self._pending_customers.extend(self.engine.take_customer_records())
+        assert self.producer is not None
+        if self._pending_customers:
+            from .kpi.engine import encode_customer_record
+
+            sent = [await self.producer.send(self.cfg.topic_customers, key=c.encode(),
+                                             value=encode_customer_record(c, iid, rec))
+                    for c, iid, rec in self._pending_customers]
+            await asyncio.gather(*sent)
+            self._pending_customers = []
         if not self._pending_dead:
             return
-        assert self.producer is not None
         futures = []
         for letter in self._pending_dead:
             headers = [("reason", letter.reason.encode()), ("detail", letter.detail.encode()[:500]),
@@ -309,9 +409,18 @@ class Pipeline:
         await asyncio.gather(*futures)
         self._pending_dead = []
 
-    async def _save(self, now: float):
+    async def _save(self, now: float, closed: dict[str, set] | None = None):
         """Checkpoint every owned shard with its partials; returns own partials and intervals."""
-        partials, ivpartials, closed = {}, {}, {}
+        partials, ivpartials = {}, {}
+        if closed is None:
+            closed = {name: set(shard.changed_intervals) for name, shard in self.owned.items()}
+        full = await self.sink.needs_full_save()
+        if full:  # Redis came back empty (or this worker never saved): everything again
+            for name, shard in self.owned.items():
+                closed.setdefault(name, set()).update(k[3] for k in shard.intervals)
+        # an interval changed in any owned shard is rewritten from ALL owned shards: the
+        # published hash is their sum (plus foreign shards' ivparts), never one shard's part
+        starts = set().union(*closed.values()) if closed else set()
         for name, shard in self.owned.items():
             windows = self.engine.windows(now, stores=[shard])
             live = self.engine.live(now, stores=[shard])
@@ -319,9 +428,8 @@ class Pipeline:
                                                   live.at_risk))
             # every changed interval is (re)written, the open one included, so a replay's
             # last interval reaches the history too; it is rewritten while it still changes
-            closed[name] = set(shard.changed_intervals)
-            ivpartials[name] = self.engine.intervals(closed[name], stores=[shard])
-        await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now)
+            ivpartials[name] = self.engine.intervals(starts, stores=[shard])
+        await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now, full)
         return partials, ivpartials, closed
 
     def all_shard_names(self) -> list[str]:
@@ -335,7 +443,23 @@ class Pipeline:
         return names
 
     async def _save_and_publish(self, now: float) -> bool:
-        partials, ivpartials, closed = await self._save(now)
+        # Take the changed intervals before the first await: events that run() applies
+        # while this cycle waits for Redis mark their intervals again for the next cycle
+        # (clearing them after the publish lost those updates). Put back on failure.
+        taken = {name: shard.changed_intervals for name, shard in self.owned.items()}
+        for shard in self.owned.values():
+            shard.changed_intervals = set()
+        try:
+            return await self._publish(now, taken)
+        except BaseException:
+            for name, starts in taken.items():
+                shard = self.owned.get(name)
+                if shard is not None:
+                    shard.changed_intervals |= starts
+            raise
+
+    async def _publish(self, now: float, taken: dict[str, set]) -> bool:
+        partials, ivpartials, closed = await self._save(now, taken)
         own_windows = [w for w, _ in partials.values()]
         own_live = [lv for _, lv in partials.values()]
         others = [n for n in self.all_shard_names() if n not in self.owned]
@@ -351,8 +475,6 @@ class Pipeline:
             view = build_view(windows, live, self.cfg, now, time.time(), self.staffing)
             scopes = ["center", *[f"queue:{q}" for q in view.queues]]
             await self.sink.write_view(view, intervals, scopes)
-        for name, shard in self.owned.items():
-            shard.changed_intervals -= closed.get(name, set())
         self.view = view
         self.last_publish_ok = time.time()
         return True

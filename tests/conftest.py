@@ -50,6 +50,7 @@ class Topics:
         self.agents = f"t{tag}.agent-states"
         self.surveys = f"t{tag}.surveys"
         self.deadletter = f"t{tag}.deadletter"
+        self.customers = f"t{tag}.customers"
         self.group = f"g{tag}"
         self.prefix = f"t{tag}:"
 
@@ -58,6 +59,7 @@ class Topics:
             "CCPULSE_BROKER_URL": stack.broker_url, "CCPULSE_REDIS_URL": stack.redis_url,
             "CCPULSE_TOPIC_INTERACTIONS": self.interactions, "CCPULSE_TOPIC_AGENTS": self.agents,
             "CCPULSE_TOPIC_SURVEYS": self.surveys, "CCPULSE_TOPIC_DEADLETTER": self.deadletter,
+            "CCPULSE_TOPIC_CUSTOMERS": self.customers,
             "CCPULSE_GROUP_ID": self.group, "CCPULSE_REDIS_PREFIX": self.prefix,
             "CCPULSE_DATA_DIR": f"/tmp/ccpulse-test-{self.tag}",
         }
@@ -67,7 +69,7 @@ class Topics:
     def create(self, stack) -> "Topics":
         asyncio.run(embedded.create_topics(
             stack.bootstrap, self.partitions,
-            (self.interactions, self.agents, self.surveys, self.deadletter)))
+            (self.interactions, self.agents, self.surveys, self.deadletter, self.customers)))
         return self
 
 

@@ -124,3 +124,56 @@ def test_known_stream_lands_exactly_in_redis_and_metrics(stack, unique, worker_f
     assert any(r.value == b"{not json" for r in dead)
     health = urllib.request.urlopen(worker.url("/readyz"), timeout=5).read()
     assert b"ready" in health
+
+
+def test_fcr_surveys_and_sentiment_end_to_end(stack, unique, worker_factory, redis_client):
+    """FCR corrected by a repeat on another partition, surveys joined, text never stored."""
+    now = time.time()
+    t0 = now - 700
+    events = []
+    events += interaction("f1", "billing", "voice", t0, t0 + 5, "a1", t0 + 65, t0 + 75,
+                          customer="CUST-RAW-001", disposition="unresolved")
+    events += interaction("f2", "support", "chat", t0 + 300, t0 + 310, "a2", t0 + 400, t0 + 410,
+                          customer="CUST-RAW-001", disposition="resolved")
+    events += interaction("f3", "billing", "voice", t0 + 20, t0 + 25, "a1", t0 + 85, t0 + 95,
+                          customer="CUST-RAW-002")
+    chat = {"interaction_id": "f2", "channel": "chat", "queue": "support", "schema_version": 1}
+    events.insert(-1, dict(chat, event_id="m1", type="interaction.message", ts=iso_utc(t0 + 320),
+                           direction="customer", text="this is terrible zebrafruit, I am angry"))
+    events.insert(-1, dict(chat, event_id="m2", type="interaction.message", ts=iso_utc(t0 + 390),
+                           direction="customer", text="great, thank you so much, wonderful help"))
+    surveys = [{"event_id": "s1", "type": "survey.responded", "ts": iso_utc(t0 + 500),
+                "schema_version": 1, "interaction_id": "f1", "customer_id": "CUST-RAW-001",
+                "nps": 10, "csat": 5, "ces": 2},
+               {"event_id": "s2", "type": "survey.responded", "ts": iso_utc(t0 + 510),
+                "schema_version": 1, "interaction_id": "f3", "nps": 3, "csat": 2, "ces": 6}]
+    worker_factory()
+    produce(stack, unique.interactions, events)
+    produce(stack, unique.surveys, surveys)
+    p = unique.prefix
+
+    def center():
+        h = decoded(redis_client.hgetall(f"{p}kpi:center:15m"))
+        ok = h.get("handled") == "3" and h.get("surveys") == "2" and "fcr_rate" in h
+        return h if ok and float(h["fcr_rate"]) < 1 else None
+
+    h = wait_for(center, 60, what="FCR and survey KPIs")
+    # f1 repeated by f2 (another queue and channel); f2 and f3 not (yet): (3 − 1) / 3
+    assert float(h["fcr_rate"]) == pytest.approx(2 / 3)
+    assert h["fcr_pending"] == "2"
+    assert float(h["fcr_disposition_rate"]) == pytest.approx(2 / 3)  # f1 unresolved; f2, f3 resolved
+    assert float(h["nps"]) == pytest.approx(0.0)  # one promoter, one detractor
+    assert float(h["csat"]) == pytest.approx(0.5)
+    assert float(h["ces"]) == pytest.approx(4.0)
+    assert float(h["ces_high_effort"]) == pytest.approx(0.5)
+    assert h["sentiment_samples"] == "1" and float(h["sentiment_improved"]) == 1.0
+    billing = decoded(redis_client.hgetall(f"{p}kpi:queue:billing:15m"))
+    assert float(billing["fcr_rate"]) == pytest.approx(0.5)  # f1 repeated, f3 not
+    # privacy: neither the raw customer id nor message text is anywhere in Redis
+    for key in redis_client.scan_iter(f"{p}*"):
+        kind = redis_client.type(key)
+        blobs = [redis_client.get(key) or b""] if kind == b"string" else []
+        if kind == b"hash":
+            blobs = [k + b"=" + v for k, v in redis_client.hgetall(key).items()]
+        for blob in blobs:
+            assert b"CUST-RAW" not in blob and b"zebrafruit" not in blob, key
