@@ -138,10 +138,11 @@ def test_fcr_surveys_and_sentiment_end_to_end(stack, unique, worker_factory, red
     events += interaction("f3", "billing", "voice", t0 + 20, t0 + 25, "a1", t0 + 85, t0 + 95,
                           customer="CUST-RAW-002")
     chat = {"interaction_id": "f2", "channel": "chat", "queue": "support", "schema_version": 1}
-    events.insert(-1, dict(chat, event_id="m1", type="interaction.message", ts=iso_utc(t0 + 320),
-                           direction="customer", text="this is terrible zebrafruit, I am angry"))
-    events.insert(-1, dict(chat, event_id="m2", type="interaction.message", ts=iso_utc(t0 + 390),
-                           direction="customer", text="great, thank you so much, wonderful help"))
+    texts = ["this is terrible zebrafruit, I am angry", "awful, still broken", "I hate waiting",
+             "ok that helps", "great, thank you so much", "wonderful help, thanks"]
+    for i, text in enumerate(texts):  # sours then lifts: start < end
+        events.insert(-1, dict(chat, event_id=f"m{i}", type="interaction.message",
+                               ts=iso_utc(t0 + 320 + 10 * i), direction="customer", text=text))
     surveys = [{"event_id": "s1", "type": "survey.responded", "ts": iso_utc(t0 + 500),
                 "schema_version": 1, "interaction_id": "f1", "customer_id": "CUST-RAW-001",
                 "nps": 10, "csat": 5, "ces": 2},
@@ -167,6 +168,7 @@ def test_fcr_surveys_and_sentiment_end_to_end(stack, unique, worker_factory, red
     assert float(h["ces"]) == pytest.approx(4.0)
     assert float(h["ces_high_effort"]) == pytest.approx(0.5)
     assert h["sentiment_samples"] == "1" and float(h["sentiment_improved"]) == 1.0
+    assert float(h["sentiment"]) > 0.3 and float(h["sentiment_negative"]) == 0.0
     billing = decoded(redis_client.hgetall(f"{p}kpi:queue:billing:15m"))
     assert float(billing["fcr_rate"]) == pytest.approx(0.5)  # f1 repeated, f3 not
     # privacy: neither the raw customer id nor message text is anywhere in Redis
