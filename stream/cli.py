@@ -163,12 +163,15 @@ def up(config: Optional[Path] = ConfigOpt, broker: Optional[str] = BrokerOpt,
 def demo(config: Optional[Path] = ConfigOpt, broker: Optional[str] = BrokerOpt,
          redis: Optional[str] = RedisOpt, partitions: int = typer.Option(4),
          web_port: int = typer.Option(6066), wallboard_port: int = typer.Option(8080),
-         rate: float = typer.Option(3.0, help="contacts per second"),
+         rate: float = typer.Option(0.5, help="contacts per second"),
          bad_rate: float = typer.Option(0.005, help="share of injected bad records"),
          duration: Optional[float] = typer.Option(None, help="stop after N seconds")) -> None:
     """Everything: embedded broker + Redis, worker, live simulator and the wallboard."""
     run_stack(config, broker, redis, partitions,
-              ["--rate", str(rate), "--bad-rate", str(bad_rate), "--live"], True, web_port,
+              # a team sized for the rate (--agents 0) and a flat day: the demo looks alive
+              # at any hour, with realistic service levels rather than a flood of abandons
+              ["--rate", str(rate), "--agents", "0", "--flat", "--bad-rate", str(bad_rate),
+               "--live"], True, web_port,
               wallboard_port, duration)
 
 
@@ -236,7 +239,7 @@ def report(scope: str = typer.Option("center"), start: Optional[str] = typer.Opt
     cfg = load_settings(config, redis_url=redis)
 
     async def go():
-        client = connect(cfg.redis_url)
+        client = connect(cfg)  # URL plus the redis_ssl_* TLS options
         try:
             return await read_range(client, cfg.redis_prefix, scope, start, end, cfg.tz)
         finally:
