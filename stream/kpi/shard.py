@@ -169,10 +169,17 @@ class InteractionShard(BucketStore):
                             if e.kind == "interaction.message" and e.extra[0] == "customer"
                             and e.extra[1] is not None)
             recent = [s for _, _, s in scores[-self.s.params.sentiment_span:]]
-            if ix.risk_since is None or ix.risk is None:
-                ix.risk_since = ix.last_ts
-            ix.risk = sum(recent) / len(recent)
+            self._set_risk(ix, sum(recent) / len(recent))
         return True
+
+    def _set_risk(self, ix: Ix, risk: float | None) -> None:
+        """Recent customer sentiment; `risk_since` marks when it fell to the threshold."""
+        ix.risk = risk
+        if risk is not None and risk <= self.s.params.at_risk_threshold:
+            if ix.risk_since is None:  # entered the at-risk list now
+                ix.risk_since = ix.last_ts
+        else:
+            ix.risk_since = None
 
     def _apply_forgotten_survey(self, iid, ev, raw, topic, partition, offset) -> str:
         if ev.event_id in self.survey_ids:
@@ -213,12 +220,7 @@ class InteractionShard(BucketStore):
         ix.acw_deadline = d.acw_deadline
         ix.done = d.done
         ix.handled_key = d.handled_key
-        if d.risk is not None:
-            if ix.risk_since is None or ix.risk is None:
-                ix.risk_since = ix.last_ts
-            ix.risk = d.risk
-        else:
-            ix.risk = ix.risk_since = None
+        self._set_risk(ix, d.risk)
 
     def _observe(self, fact: tuple) -> None:
         (q, ch, _), _, delta = fact
