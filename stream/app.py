@@ -21,8 +21,18 @@ from .config import Settings
 from .pipeline import Pipeline
 
 log = logging.getLogger("ccpulse.app")
-MAX_PARAM = 256
-MAX_BODY = 64 * 1024
+MAX_PARAM = 256          # bytes of one query parameter value
+MAX_QUERY = 2048         # bytes of the whole query string
+MAX_PARAMS = 16          # query parameters per request
+MAX_BODY = 64 * 1024     # bytes of a POST body
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _host_name(host_header: str) -> str:
+    """`name:port`, `[v6]:port` or `name` → name, without raising on odd headers."""
+    if host_header.startswith("["):
+        return host_header[1:host_header.find("]")] if "]" in host_header else host_header
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def broker_credentials(cfg: Settings):
@@ -65,25 +75,33 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
         await pipeline.cycle()
 
     def guarded(request: Any) -> bool:
-        """The API needs the bearer token unless the server is bound to loopback only."""
+        """The API needs the bearer token unless the server is bound to loopback only.
+
+        A configured token is always required (compared in constant time). Without one the
+        API answers only on a loopback bind, and only to requests whose Host is a loopback
+        name: a web page that points its own name at 127.0.0.1 (DNS rebinding) gets nothing.
+        """
         token = cfg.api_token
-        if cfg.web_host in ("127.0.0.1", "localhost", "::1") and not token:
-            return True
         if not token:
-            return False
+            return cfg.web_host in _LOOPBACK and \
+                _host_name(request.headers.get("Host", "")) in _LOOPBACK
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""
-        return hmac.compare_digest(given.encode(), token.encode())
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
     def error(web: Any, status: int, message: str):
-        return web.json({"error": message, "status": status}, status=status)
+        headers = {"WWW-Authenticate": 'Bearer realm="ccpulse"'} if status == 401 else None
+        return web.json({"error": message, "status": status}, status=status, headers=headers)
 
     def params(request: Any, *names: str) -> dict[str, str]:
+        """The named query parameters; ValueError past the size limits (→ 400)."""
+        if len(request.query_string) > MAX_QUERY or len(request.query) > MAX_PARAMS:
+            raise ValueError("query string too long")
         out = {}
         for name in names:
             value = request.query.get(name)
             if value is not None:
-                if len(value) > MAX_PARAM:
+                if len(value.encode("utf-8", "surrogateescape")) > MAX_PARAM:
                     raise ValueError(f"parameter {name} is too long")
                 out[name] = value
         return out
@@ -156,12 +174,13 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
         return web.json({"scope": q.get("scope", "center"), "total": total,
                          "intervals": rows if q.get("by") == "interval" else None})
 
-    @app.page("/api/staffing/whatif")
     async def api_whatif(web, request):
         if not guarded(request):
             return error(web, 401, "missing or wrong bearer token")
         if request.method != "POST":
             return error(web, 405, "POST a JSON body")
+        if (request.content_length or 0) > MAX_BODY:
+            return error(web, 413, "body too large")  # refused before reading it
         body = await request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             return error(web, 413, "body too large")
@@ -174,6 +193,16 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
             return web.json(whatif(payload))
         except (orjson.JSONDecodeError, StaffingInputError, ValueError) as exc:
             return error(web, 400, str(exc))
+
+    @app.page("/api/staffing/whatif")
+    class WhatIf(faust.web.View):
+        """A function page answers GET only; the what-if API is a POST."""
+
+        async def get(self, request):
+            return await api_whatif(self, request)
+
+        async def post(self, request):
+            return await api_whatif(self, request)
 
     app.ccpulse_started = time.time()  # type: ignore[attr-defined]
     return app

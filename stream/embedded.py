@@ -144,14 +144,15 @@ def redis_server(port: int | None = None, log_path: Path | None = None,
 
 
 async def create_topics(bootstrap: str, partitions: int = 4, topics: tuple[str, ...] = TOPICS,
-                        timeout: float = 20.0) -> None:
+                        timeout: float = 20.0, **client_kwargs) -> None:
     """Create the topics (idempotent: existing topics are left alone)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     deadline = time.monotonic() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000,
+                                    **client_kwargs)
         try:
             await admin.start()
             existing = set(await admin.list_topics())

@@ -156,15 +156,24 @@ def decode(raw: bytes | None, kind: str) -> Event:
         raise Rejected("invalid_json", "empty record")
     if len(raw) > MAX_RECORD_BYTES:
         raise Rejected("too_large", f"{len(raw)} bytes")
+    if not raw.isascii():  # msgspec skips unknown keys without checking their UTF-8
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Rejected("invalid_utf8", str(exc)[:200]) from None
     try:
         return _decoders[kind].decode(raw)
+    except RecursionError:  # deep nesting (`[[[[…`) well under the size limit
+        raise Rejected("invalid_json", "JSON nested too deeply") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a tag
+        raise Rejected("invalid_utf8", str(exc)[:200]) from None
     except msgspec.MsgspecError as exc:
         rejected = classify(exc, raw)
         if rejected.reason == "unknown_type":
             # a known type on the wrong topic is its own reason
             try:
                 _any_decoder.decode(raw)
-            except msgspec.MsgspecError:
+            except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
                 pass
             else:
                 rejected = Rejected("wrong_topic", f"not a {kind} event")

@@ -200,7 +200,32 @@ class Pipeline:
 
         return {"bootstrap_servers": self.cfg.bootstrap, **client_kwargs(self.cfg)}
 
+    async def ensure_topics(self) -> None:
+        """Create missing topics (a fresh cluster), and refuse a broken co-partitioning."""
+        from .embedded import create_topics
+        from .kafka_security import client_kwargs
+
+        cfg = self.cfg
+        topics = (cfg.topic_interactions, cfg.topic_agents, cfg.topic_surveys,
+                  cfg.topic_deadletter, cfg.topic_customers)
+        try:
+            await create_topics(cfg.bootstrap, cfg.partitions, topics, timeout=15,
+                                **client_kwargs(cfg))
+        except Exception as exc:  # no rights to create topics: they must exist already
+            log.warning("could not create topics (%s); expecting them to exist", exc)
+
+    def check_copartitioning(self) -> None:
+        """Surveys join interactions inside one shard: both topics need the same partitions."""
+        assert self.consumer is not None
+        a = self.consumer.partitions_for_topic(self.cfg.topic_interactions) or set()
+        b = self.consumer.partitions_for_topic(self.cfg.topic_surveys) or set()
+        if a and b and a != b:
+            raise ConfigError(f"{self.cfg.topic_surveys} has {len(b)} partitions but "
+                              f"{self.cfg.topic_interactions} has {len(a)}: they must be equal "
+                              "(surveys are joined to interactions by key, per partition)")
+
     async def start(self) -> None:
+        await self.ensure_topics()
         self.producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=5,
                                          **self.kafka_kwargs())
         await self.producer.start()
@@ -229,6 +254,7 @@ class Pipeline:
     async def on_revoked(self, revoked) -> None:
         names = {shard_name(self.kinds[tp.topic], tp.partition) for tp in revoked}
         log.info("partitions revoked: %s", sorted(names))
+        import sys; print("DBG revoked", sorted(names), time.time(), file=sys.stderr, flush=True)  # DBGX
         async with self.lock:
             self.ready = False
             if self.owned and await self._flush_dead_letters():
@@ -243,6 +269,13 @@ class Pipeline:
         """Restore each new shard from its checkpoint, then seek to the saved offsets."""
         async with self.lock:
             assert self.consumer is not None
+            try:
+                self.check_copartitioning()
+            except ConfigError as exc:
+                self.fatal = str(exc)
+                log.error("%s; stopping the worker", exc)
+                self.on_fatal(str(exc))
+                return
             by_shard: dict[str, list[TopicPartition]] = {}
             for tp in assigned:
                 by_shard.setdefault(shard_name(self.kinds[tp.topic], tp.partition), []).append(tp)
@@ -252,12 +285,14 @@ class Pipeline:
                     shard = self._new_shard(name)
                     saved = await self._restore(name, shard)
                     log.info("restored %s at offsets %s", name, saved)
+                    import sys; print("DBG restored", name, saved, file=sys.stderr, flush=True)  # DBGX
                     if saved is None:  # fatal Redis error: the worker is stopping; the
                         # shard's records are skipped (run() ignores unowned shards)
                         self._shard_map(name).pop(p, None)
                         continue
                     self.owned[name] = shard
                     self.offsets[name] = dict(saved)
+                    self.engine.seed_names(shard)
                     if self.cfg.clock == "wall":
                         # a new shard's clock is 0 until the first cycle: move it to now first,
                         # or records older than the retention are taken instead of `too_late`
@@ -267,6 +302,8 @@ class Pipeline:
                     offset = self.offsets[name].get(key)
                     if offset is None:
                         await self.consumer.seek_to_beginning(tp)
+                        # known from now on, so run() can drop records fetched before the seek
+                        self.offsets[name][key] = await self.consumer.position(tp)
                     else:
                         self.consumer.seek(tp, offset)
             self.ready = self.fatal is None
@@ -330,17 +367,42 @@ class Pipeline:
                 continue
             if not batches:
                 continue
-            self.engine.future_limit = time.time() + 3600.0
-            for tp, records in batches.items():
-                topic, partition = tp.topic, tp.partition
-                kind = kinds[topic]
-                name = shard_name(kind, partition)
-                if name not in self.owned:
-                    continue  # revoked while the batch was in flight
-                for rec in records:
-                    ingest(kind, rec.value, partition, rec.offset, topic)
-                self.offsets[name][f"{topic}:{partition}"] = records[-1].offset + 1
-                self.events_seen += len(records)
+            # A batch is applied under the cycle's lock: otherwise every await of a publish
+            # cycle (a dozen Redis round trips) let the consumer apply a whole batch first, so
+            # under load one cycle took 10-20 s of wall time (bench: worker log "publish is
+            # overlapping", freshness p50 > 5 s, rebalances with two workers).
+            async with self.lock:
+                self.engine.future_limit = time.time() + 3600.0
+                for tp, records in batches.items():
+                    topic, partition = tp.topic, tp.partition
+                    kind = kinds[topic]
+                    name = shard_name(kind, partition)
+                    if name not in self.owned:
+                        continue  # revoked while the batch was in flight
+                    _k = f"{topic}:{partition}"  # DBGX
+                    _exp = self.offsets[name].get(_k)  # DBGX
+                    if _exp is not None and records[0].offset != _exp:  # DBGX
+                        import sys; print("DBG gap/dup", _k, "expected", _exp, "got", records[0].offset, len(records), file=sys.stderr, flush=True)  # DBGX
+                    key = f"{topic}:{partition}"
+                    expected = self.offsets[name].get(key)
+                    if expected is not None and records[0].offset < expected:
+                        # fetched from the old position before the seek of an assignment
+                        # (getmany returned while on_assigned held the lock): skip what
+                        # the shard has already absorbed, or it would be applied twice
+                        records = [r for r in records if r.offset >= expected]
+                        if not records:
+                            continue
+                    for rec in records:
+                        try:
+                            ingest(kind, rec.value, partition, rec.offset, topic)
+                        except Exception as exc:  # a record the validation missed must not
+                            # become a poison pill that crashes every worker that reads it
+                            log.error("record %s:%s@%s failed: %r", topic, partition,
+                                      rec.offset, exc)
+                            self.engine.reject("internal_error", repr(exc)[:200],
+                                               rec.value or b"", topic, partition, rec.offset)
+                    self.offsets[name][f"{topic}:{partition}"] = records[-1].offset + 1
+                    self.events_seen += len(records)
             await asyncio.sleep(0)
 
     # -- publishing -----------------------------------------------------------------
@@ -359,6 +421,7 @@ class Pipeline:
                 await self._send_dead_letters()
                 ok = await self._save_and_publish(now)
             except Exception as exc:
+                import sys; print("DBG cycle failed", repr(exc), time.time(), file=sys.stderr, flush=True)  # DBGX
                 self.metrics.publish_failures.labels(
                     "kafka" if self._pending_dead else "redis").inc()
                 if self.redis_ok:
@@ -407,6 +470,7 @@ class Pipeline:
             futures.append(await self.producer.send(self.cfg.topic_deadletter, value=letter.raw,
                                                     headers=headers))
         await asyncio.gather(*futures)
+        import sys; print("DBG sent", len(futures), time.time(), file=sys.stderr, flush=True)  # DBGX
         self._pending_dead = []
 
     async def _save(self, now: float, closed: dict[str, set] | None = None):

@@ -1475,6 +1475,7 @@ def simulate(
     start: Optional[str] = None,
     live: bool = True,
     timezone_name: str = "UTC",
+    flat: bool = False,
     out: Optional[Path] = None,
 ) -> None:
     """Generate simulated contact-center traffic and send it to Kafka (or to a JSONL file).
@@ -1501,7 +1502,8 @@ def simulate(
         dur = 3600.0 if duration is None else duration
     try:
         cfg = SimConfig(seed=seed, rate=rate, queues=qs, agents=agents or None, start=start_dt,
-                        duration_s=dur, bad_rate=bad_rate, timezone=timezone_name).validated()
+                        duration_s=dur, bad_rate=bad_rate, timezone=timezone_name,
+                        profile=(1.0,) * 24 if flat else DEFAULT_PROFILE).validated()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     sim = Simulator(cfg)
@@ -1569,6 +1571,7 @@ def _typer_signature() -> None:
         "start": typer.Option(None, "--start", help="--no-live: event-time start, ISO 8601 (default now)"),
         "live": typer.Option(True, "--live/--no-live", help="live: event time = wall clock, real time"),
         "timezone_name": typer.Option("UTC", "--timezone", help="IANA zone for the daily profile and shifts"),
+        "flat": typer.Option(False, "--flat/--daily", help="constant rate all day instead of the daily profile"),
         "out": typer.Option(None, "--out", help="write JSONL to this file instead of Kafka"),
     }
     sig = inspect.signature(simulate)

@@ -136,6 +136,28 @@ class Engine:
 
     # -- records ------------------------------------------------------------------------
 
+    def seed_names(self, store) -> None:
+        """After a restore, count the names the shard already holds against the caps, so a
+        restart cannot admit a second cap's worth of new names."""
+        for buckets in (store.minutes, store.intervals):
+            for q, _ch, agent, _start in buckets:
+                if q:
+                    self.queues.add(q)
+                if agent:
+                    self.agents.add(agent)
+        if isinstance(store, InteractionShard):
+            for ix in store.ix.values():
+                for e in ix.events:
+                    if e.queue:
+                        self.queues.add(e.queue)
+                    if e.agent:
+                        self.agents.add(e.agent)
+        elif isinstance(store, AgentShard):
+            for agent, tl in store.agents.items():
+                self.agents.add(agent)
+                for change in tl.changes:
+                    self.queues.update(change.queues)
+
     def reject(self, reason: str, detail: str, raw: bytes, topic: str, partition: int,
                offset: int) -> str:
         self.rejected[reason] += 1

@@ -156,7 +156,7 @@ class Metrics:
         r.register(ViewCollector(get_view, get_lag))
         for reason in ("invalid_json", "invalid_utf8", "unknown_type", "bad_name", "bad_timestamp",
                        "missing_field", "invalid_field", "too_late", "impossible_transition",
-                       "scope_limit", "wrong_topic", "too_large"):
+                       "scope_limit", "wrong_topic", "too_large", "internal_error"):
             self.rejected.labels(reason)
         self.publish_failures.labels("redis")
         self.publish_failures.labels("kafka")

@@ -27,6 +27,7 @@ from ..view import LiveMerged, View, interval_doc
 
 INTERVAL_TTL_S = 8 * 86400
 LOCK_TTL_MS = 5000
+MARKER_TTL_S = 86400  # refreshed by every save; gone after a Redis restart or flush
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -80,6 +81,10 @@ def connect(target: str | Settings, **kw: Any) -> aioredis.Redis:
                              health_check_interval=10, **kw)
 
 
+class RedisReset(RuntimeError):
+    """Redis no longer holds this worker's saves (restarted empty or flushed)."""
+
+
 class RedisSink:
     def __init__(self, cfg: Settings, client: aioredis.Redis | None = None) -> None:
         self.cfg = cfg
@@ -95,34 +100,63 @@ class RedisSink:
 
     # -- checkpoint -----------------------------------------------------------------
 
+    @property
+    def marker(self) -> str:
+        """This worker's key: present while Redis still holds what this worker saved."""
+        return self.k("worker", self.worker_id)
+
+    async def needs_full_save(self) -> bool:
+        """True when Redis does not hold this worker's earlier saves: a memory-only Redis
+        restarted (or was flushed), or this worker has not saved yet. Then dirty keys alone
+        would leave an incomplete checkpoint and history: the next save must be full."""
+        return not await self.redis.exists(self.marker)
+
     async def save_shards(self, shards: dict[str, Any], offsets: dict[str, dict[str, int]],
                           partials: dict[str, tuple[Partial, LiveMerged]],
-                          ivpartials: dict[str, Partial], as_of: float) -> None:
-        """Save state + offsets + partials of every owned shard in one transaction."""
+                          ivpartials: dict[str, Partial], as_of: float,
+                          full: bool = False) -> None:
+        """Save state + offsets + partials of every owned shard in one transaction.
+
+        `full` rewrites each shard's whole state (after `needs_full_save`). The transaction
+        WATCHes this worker's marker, so a Redis that lost its data between that check and
+        this save makes the save fail instead of leaving a partial checkpoint behind.
+        """
         pipe = self.redis.pipeline(transaction=True)
-        tokens = []
-        for name, shard in shards.items():
-            keys = ck.ShardKeys(self.prefix, name)
-            tokens.append((shard, ck.stage_shard(pipe, keys, shard, offsets.get(name, {}))))
-            windows, live = partials[name]
-            mapping = {f"{s}|{w}": ck.encode(b.pack(acc)) for (s, w), acc in windows.items()}
-            mapping["__live"] = ck.encode(live.to_wire())
-            mapping["__as_of"] = repr(as_of)
-            pipe.delete(keys.partial)
-            pipe.hset(keys.partial, mapping=mapping)
-            by_day: dict[str, dict] = {}
-            for (scope, start), acc in ivpartials.get(name, {}).items():
-                by_day.setdefault(self._day(start), {})[f"{scope}|{start}"] = ck.encode(b.pack(acc))
-            for day, fields in by_day.items():
-                key = self.k("ivpart", name, day)
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, INTERVAL_TTL_S + 86400)
+        tokens: list = []
         try:
+            await pipe.watch(self.marker)
+            if not full and not await pipe.exists(self.marker):
+                raise RedisReset("Redis lost this worker's checkpoints: full save next cycle")
+            pipe.multi()
+            for name, shard in shards.items():
+                keys = ck.ShardKeys(self.prefix, name)
+                if full:
+                    ck.mark_all_dirty(shard)
+                    pipe.delete(*keys.all())
+                tokens.append((shard, ck.stage_shard(pipe, keys, shard, offsets.get(name, {}))))
+                windows, live = partials[name]
+                mapping = {f"{s}|{w}": ck.encode(b.pack(acc)) for (s, w), acc in windows.items()}
+                mapping["__live"] = ck.encode(live.to_wire())
+                mapping["__as_of"] = repr(as_of)
+                pipe.delete(keys.partial)
+                pipe.hset(keys.partial, mapping=mapping)
+                by_day: dict[str, dict] = {}
+                for (scope, start), acc in ivpartials.get(name, {}).items():
+                    by_day.setdefault(self._day(start), {})[f"{scope}|{start}"] = ck.encode(
+                        b.pack(acc))
+                for day, fields in by_day.items():
+                    key = self.k("ivpart", name, day)
+                    pipe.hset(key, mapping=fields)
+                    pipe.expire(key, INTERVAL_TTL_S + 86400)
+            pipe.set(self.marker, self.worker_id, ex=MARKER_TTL_S)
             await pipe.execute()
-        except Exception:
+        except BaseException:
             for shard, token in tokens:
                 ck.unstage(shard, token)
             raise
+        finally:
+            with contextlib.suppress(Exception):
+                await pipe.reset()
 
     def _day(self, start: int) -> str:
         return datetime.fromtimestamp(start, self.cfg.tz).strftime("%Y%m%d")
