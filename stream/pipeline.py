@@ -254,7 +254,6 @@ class Pipeline:
     async def on_revoked(self, revoked) -> None:
         names = {shard_name(self.kinds[tp.topic], tp.partition) for tp in revoked}
         log.info("partitions revoked: %s", sorted(names))
-        import sys; print("DBG revoked", sorted(names), time.time(), file=sys.stderr, flush=True)  # DBGX
         async with self.lock:
             self.ready = False
             if self.owned and await self._flush_dead_letters():
@@ -285,7 +284,6 @@ class Pipeline:
                     shard = self._new_shard(name)
                     saved = await self._restore(name, shard)
                     log.info("restored %s at offsets %s", name, saved)
-                    import sys; print("DBG restored", name, saved, file=sys.stderr, flush=True)  # DBGX
                     if saved is None:  # fatal Redis error: the worker is stopping; the
                         # shard's records are skipped (run() ignores unowned shards)
                         self._shard_map(name).pop(p, None)
@@ -301,11 +299,12 @@ class Pipeline:
                     key = f"{tp.topic}:{tp.partition}"
                     offset = self.offsets[name].get(key)
                     if offset is None:
-                        await self.consumer.seek_to_beginning(tp)
-                        # known from now on, so run() can drop records fetched before the seek
-                        self.offsets[name][key] = await self.consumer.position(tp)
-                    else:
-                        self.consumer.seek(tp, offset)
+                        # offset 0 is the beginning (auto_offset_reset=earliest covers a log
+                        # trimmed by retention); known from now on, so run() can drop records
+                        # fetched before the seek. seek_to_beginning + position cost a broker
+                        # round trip per partition (~0.5 s each here).
+                        offset = self.offsets[name][key] = 0
+                    self.consumer.seek(tp, offset)
             self.ready = self.fatal is None
 
     def _shard_map(self, name: str) -> dict:
@@ -379,10 +378,6 @@ class Pipeline:
                     name = shard_name(kind, partition)
                     if name not in self.owned:
                         continue  # revoked while the batch was in flight
-                    _k = f"{topic}:{partition}"  # DBGX
-                    _exp = self.offsets[name].get(_k)  # DBGX
-                    if _exp is not None and records[0].offset != _exp:  # DBGX
-                        import sys; print("DBG gap/dup", _k, "expected", _exp, "got", records[0].offset, len(records), file=sys.stderr, flush=True)  # DBGX
                     key = f"{topic}:{partition}"
                     expected = self.offsets[name].get(key)
                     if expected is not None and records[0].offset < expected:
@@ -421,7 +416,6 @@ class Pipeline:
                 await self._send_dead_letters()
                 ok = await self._save_and_publish(now)
             except Exception as exc:
-                import sys; print("DBG cycle failed", repr(exc), time.time(), file=sys.stderr, flush=True)  # DBGX
                 self.metrics.publish_failures.labels(
                     "kafka" if self._pending_dead else "redis").inc()
                 if self.redis_ok:
@@ -470,7 +464,6 @@ class Pipeline:
             futures.append(await self.producer.send(self.cfg.topic_deadletter, value=letter.raw,
                                                     headers=headers))
         await asyncio.gather(*futures)
-        import sys; print("DBG sent", len(futures), time.time(), file=sys.stderr, flush=True)  # DBGX
         self._pending_dead = []
 
     async def _save(self, now: float, closed: dict[str, set] | None = None):
