@@ -108,18 +108,8 @@ class AgentShard(BucketStore):
 
     def _settle(self, agent: str, tl: AgentTimeline) -> None:
         new = self._derive(agent, tl.changes)
-        if new == tl.facts:
-            self.dirty_agents.add(agent)
-            return
-        old_c, new_c = Counter(tl.facts), Counter(new)
-        if old_c != new_c:
-            for fact, n in (old_c - new_c).items():
-                for _ in range(n):
-                    self.apply_fact(fact, -1.0)
-            for fact, n in (new_c - old_c).items():
-                for _ in range(n):
-                    self.apply_fact(fact, 1.0)
-            tl.facts = new
+        self.reconcile(tl.facts, new)
+        tl.facts = new
         self.dirty_agents.add(agent)
 
     def advance(self, now: float) -> None:

@@ -129,15 +129,8 @@ class CustomerShard(BucketStore):
 
     def _settle(self, name: str, cust: Customer) -> None:
         new, next_change = derive(cust.contacts, self.clock, self.horizon)
-        old_c, new_c = Counter(cust.facts), Counter(new)
-        if old_c != new_c:
-            for fact, n in (old_c - new_c).items():
-                for _ in range(n):
-                    self.apply_fact(fact, -1.0)
-            for fact, n in (new_c - old_c).items():
-                for _ in range(n):
-                    self.apply_fact(fact, 1.0)
-            cust.facts = new
+        self.reconcile(cust.facts, new)
+        cust.facts = new
         if next_change is not None:
             heapq.heappush(self.deadlines, (next_change, name))
         self.dirty_customers.add(name)

@@ -109,6 +109,13 @@ def _sort_key(ev: Ev, first_offer_id: str | None) -> tuple:
     return (ev.ts, code, ev.event_id)
 
 
+def _close_hold(leg: Leg, ts: float) -> None:
+    """An open hold ends with hold_ended, or at the transfer or end of the talk."""
+    if leg.hold_open is not None:
+        leg.hold += ts - leg.hold_open
+        leg.hold_open = None
+
+
 def _step(cur: "Leg | None", legs: list, ev: Ev, scores: list, surveys: list):
     """Apply one event to the leg state; returns (status, current leg).
 
@@ -165,23 +172,18 @@ def _step(cur: "Leg | None", legs: list, ev: Ev, scores: list, surveys: list):
         elif cur.hold_open is None:
             st = PENDING
         else:
-            cur.hold += ev.ts - cur.hold_open
-            cur.hold_open = None
+            _close_hold(cur, ev.ts)
     elif kind == "interaction.transferred":
         if cur.ended is not None:
             st = PENDING
         else:
-            if cur.hold_open is not None:
-                cur.hold += ev.ts - cur.hold_open
-                cur.hold_open = None
+            _close_hold(cur, ev.ts)
             cur.transferred, cur.to_queue = ev.ts, str(ev.extra or "")
     elif kind == "interaction.ended":
         if cur.ended is not None:
             st = PENDING
         else:
-            if cur.hold_open is not None:
-                cur.hold += ev.ts - cur.hold_open
-                cur.hold_open = None
+            _close_hold(cur, ev.ts)
             cur.ended = ev.ts
     elif kind == "interaction.wrapup_completed":
         if cur.ended is None:

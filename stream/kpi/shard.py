@@ -193,17 +193,9 @@ class InteractionShard(BucketStore):
 
     def _settle(self, iid: str, ix: Ix, d: Derived) -> None:
         """Apply the difference between the facts already applied and the new ones."""
-        # most events (messages above all) leave the facts as they were: an equal list is an
-        # equal multiset, and comparing lists is far cheaper than building two Counters
-        if ix.facts != d.facts and (old := Counter(ix.facts)) != (new := Counter(d.facts)):
-            for fact, n in (old - new).items():
-                for _ in range(n):
-                    self.apply_fact(fact, -1.0)
-            for fact, n in (new - old).items():
-                for _ in range(n):
-                    self.apply_fact(fact, 1.0)
-                    self._observe(fact)
-            ix.facts = d.facts
+        for fact in self.reconcile(ix.facts, d.facts):
+            self._observe(fact)
+        ix.facts = d.facts
         record = None
         if d.customer is not None and d.first_offered is not None:
             record = (d.customer, d.first_offered, d.done if d.handled_key else None,

@@ -8,6 +8,8 @@ dirty (for the checkpoint) and its interval as changed (for the interval history
 
 from __future__ import annotations
 
+from collections import Counter
+
 from . import buckets as b
 from .windows import INTERVAL, interval_of, minute_of
 
@@ -45,6 +47,24 @@ class BucketStore:
             b.apply(acc, delta, sign)
             self.dirty_intervals.add(ikey)
             self.changed_intervals.add(interval)
+
+    def reconcile(self, applied: list, derived: list) -> list:
+        """Move the buckets from the facts `applied` to the facts `derived`; returns the facts
+        that are new. Both are multisets: an equal list (the common case) costs one compare."""
+        if applied == derived:
+            return []
+        old, new = Counter(applied), Counter(derived)
+        if old == new:
+            return []
+        for fact, n in (old - new).items():
+            for _ in range(n):
+                self.apply_fact(fact, -1.0)
+        added = []
+        for fact, n in (new - old).items():
+            for _ in range(n):
+                self.apply_fact(fact, 1.0)
+                added.append(fact)
+        return added
 
     def prune_buckets(self, now: float) -> None:
         """Drop minute buckets past their horizon and published intervals past retention."""
