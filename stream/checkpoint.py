@@ -142,57 +142,44 @@ def stage_buckets(pipe: Any, keys: ShardKeys, store) -> tuple[set, set]:
     return minutes, intervals
 
 
+def _item_kind(shard) -> tuple[str, dict, Any]:
+    """(dirty-set attribute, the items dict, its packer) of a shard's per-key state."""
+    if isinstance(shard, InteractionShard):
+        return "dirty_ix", shard.ix, pack_ix
+    if isinstance(shard, CustomerShard):
+        return "dirty_customers", shard.customers, pack_customer
+    return "dirty_agents", shard.agents, pack_timeline
+
+
+def _stage_hash(pipe: Any, key: str, names: set, source: dict, pack) -> None:
+    """HSET the named entries that exist, HDEL the ones that are gone."""
+    sets, dels = {}, []
+    for name in names:
+        value = source.get(name)
+        if value is None:
+            dels.append(name)
+        else:
+            sets[name] = pack(value)
+    if sets:
+        pipe.hset(key, mapping=sets)
+    if dels:
+        pipe.hdel(key, *dels)
+
+
 def stage_shard(pipe: Any, keys: ShardKeys, shard, offsets: dict[str, int]) -> tuple:
     """Queue a shard's dirty state and its offsets; returns a token to undo on failure."""
     minutes, intervals = stage_buckets(pipe, keys, shard)
+    attr, source, pack = _item_kind(shard)
+    items = getattr(shard, attr)
+    setattr(shard, attr, set())
+    _stage_hash(pipe, keys.items, items, source, pack)
+    index: set = set()
+    extra = b""
     if isinstance(shard, InteractionShard):
-        items, shard.dirty_ix = shard.dirty_ix, set()
         index, shard.dirty_index = shard.dirty_index, set()
-        sets, dels = {}, []
-        for iid in items:
-            ix = shard.ix.get(iid)
-            if ix is None:
-                dels.append(iid)
-            else:
-                sets[iid] = pack_ix(ix)
-        hx_sets, hx_dels = {}, []
-        for iid in index:
-            entry = shard.handled_index.get(iid)
-            if entry is None:
-                hx_dels.append(iid)
-            else:
-                hx_sets[iid] = _enc.encode(list(entry))
-        if hx_sets:
-            pipe.hset(keys.index, mapping=hx_sets)
-        if hx_dels:
-            pipe.hdel(keys.index, *hx_dels)
+        _stage_hash(pipe, keys.index, index, shard.handled_index,
+                    lambda entry: _enc.encode(list(entry)))
         extra = _enc.encode(shard.survey_ids)
-    elif isinstance(shard, CustomerShard):
-        items, shard.dirty_customers = shard.dirty_customers, set()
-        index = set()
-        sets, dels = {}, []
-        for name in items:
-            cust = shard.customers.get(name)
-            if cust is None:
-                dels.append(name)
-            else:
-                sets[name] = pack_customer(cust)
-        extra = b""
-    else:
-        items, shard.dirty_agents = shard.dirty_agents, set()
-        index = set()
-        sets, dels = {}, []
-        for agent in items:
-            tl = shard.agents.get(agent)
-            if tl is None:
-                dels.append(agent)
-            else:
-                sets[agent] = pack_timeline(tl)
-        extra = b""
-    if sets:
-        pipe.hset(keys.items, mapping=sets)
-    if dels:
-        pipe.hdel(keys.items, *dels)
     meta = {f"offset:{tp}": str(off) for tp, off in offsets.items()}
     meta["clock"] = repr(shard.clock)
     meta["extra"] = extra
@@ -205,13 +192,10 @@ def unstage(shard, token: tuple) -> None:
     minutes, intervals, items, index = token
     shard.dirty_minutes |= minutes
     shard.dirty_intervals |= intervals
+    attr = _item_kind(shard)[0]
+    setattr(shard, attr, getattr(shard, attr) | items)
     if isinstance(shard, InteractionShard):
-        shard.dirty_ix |= items
         shard.dirty_index |= index
-    elif isinstance(shard, CustomerShard):
-        shard.dirty_customers |= items
-    else:
-        shard.dirty_agents |= items
 
 
 def mark_all_dirty(shard) -> None:
@@ -219,13 +203,10 @@ def mark_all_dirty(shard) -> None:
     lost its data, e.g. a restart of a memory-only Redis, dirty keys alone are not enough)."""
     shard.dirty_minutes |= set(shard.minutes)
     shard.dirty_intervals |= set(shard.intervals)
+    attr, source, _ = _item_kind(shard)
+    setattr(shard, attr, getattr(shard, attr) | set(source))
     if isinstance(shard, InteractionShard):
-        shard.dirty_ix |= set(shard.ix)
         shard.dirty_index |= set(shard.handled_index)
-    elif isinstance(shard, CustomerShard):
-        shard.dirty_customers |= set(shard.customers)
-    else:
-        shard.dirty_agents |= set(shard.agents)
 
 
 async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
