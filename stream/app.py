@@ -89,9 +89,12 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
         given = header[7:] if header.startswith("Bearer ") else ""
         return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
-    def error(web: Any, status: int, message: str):
+    def error(web: Any, status: int, message: str, fields: dict[str, str] | None = None):
         headers = {"WWW-Authenticate": 'Bearer realm="ccpulse"'} if status == 401 else None
-        return web.json({"error": message, "status": status}, status=status, headers=headers)
+        body: dict[str, Any] = {"error": message, "status": status}
+        if fields:  # what is wrong with each named input (the what-if request's fields)
+            body["fields"] = fields
+        return web.json(body, status=status, headers=headers)
 
     def params(request: Any, *names: str) -> dict[str, str]:
         """The named query parameters; ValueError past the size limits (→ 400)."""
@@ -162,15 +165,22 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
     async def api_intervals(web, request):
         if not guarded(request):
             return error(web, 401, "missing or wrong bearer token")
+        from redis.exceptions import RedisError
+
         from .report import ReportError, read_range
 
         try:
             q = params(request, "scope", "from", "to", "by")
+            if q.get("by") not in (None, "interval"):
+                raise ValueError("by must be interval (leave it out for the total only)")
             rows, total = await read_range(pipeline.sink.redis, cfg.redis_prefix,
                                            q.get("scope", "center"), q.get("from"), q.get("to"),
                                            cfg.tz)
         except (ValueError, ReportError) as exc:
             return error(web, 400, str(exc))
+        except (RedisError, OSError) as exc:  # the history lives in Redis only: say so, no 500
+            log.warning("interval history unavailable: %s", type(exc).__name__)
+            return error(web, 503, "interval history unavailable (Redis)")
         return web.json({"scope": q.get("scope", "center"), "total": total,
                          "intervals": rows if q.get("by") == "interval" else None})
 
@@ -192,7 +202,8 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
                 raise StaffingInputError("body must be a JSON object")
             return web.json(whatif(payload))
         except (orjson.JSONDecodeError, StaffingInputError, ValueError) as exc:
-            return error(web, 400, str(exc))
+            fields = getattr(exc, "errors", None)  # WhatIfError: field -> what is wrong
+            return error(web, 400, str(exc), fields if isinstance(fields, dict) else None)
 
     @app.page("/api/staffing/whatif")
     class WhatIf(faust.web.View):
@@ -237,4 +248,14 @@ def run_worker(cfg: Settings, scorer=None, staffing=None) -> None:
     from faust.worker import Worker
 
     worker = Worker(app, loglevel=cfg.log_level.upper(), quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    if cfg.customer_hash_secret == "change-me":
+        log.warning("customer_hash_secret is the default: set CCPULSE_CUSTOMER_HASH_SECRET(_FILE) "
+                    "so customer ids cannot be recovered from their hashes")
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    if pipeline.fatal:  # stopped on a configuration problem (wrong Redis password, …)
+        code = 2
+    raise SystemExit(code)

@@ -237,17 +237,24 @@ class Pipeline:
         await self.consumer.start()
         self.consumer.subscribe(list(self.kinds), listener=_Listener(self))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Save what can be saved and close; bounded, so a dead broker or Redis cannot keep
+        the worker from exiting (what was not saved is re-read from Kafka by the next owner)."""
         self._stop.set()
-        async with self.lock:
-            if self.owned and await self._flush_dead_letters():
-                with contextlib.suppress(Exception):
+
+        async def final_save() -> None:
+            async with self.lock:
+                if self.owned and await self._flush_dead_letters():
                     await self._save(time.time())
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(final_save(), timeout_s)
         for client in (self.consumer, self.producer):
             if client is not None:
                 with contextlib.suppress(Exception):
-                    await client.stop()
-        await self.sink.close()
+                    await asyncio.wait_for(client.stop(), timeout_s / 2)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sink.close(), 2)
 
     # -- rebalancing ----------------------------------------------------------------
 

@@ -3,14 +3,15 @@
 The default is VADER (vaderSentiment, offline, English); other languages have no scorer
 unless one is plugged in, so their messages are counted but not scored. A user adds one with
 `register("de", my_scorer)` in a module named by CCPULSE_SENTIMENT_PLUGIN (imported at start).
-Scores are cached by text, because chat and SMS repeat a lot of short texts.
+Scores are cached by a digest of the text (chat and SMS repeat many short texts); the
+text itself is never kept.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from functools import lru_cache
+import hashlib
 from typing import Callable
 
 from .config import Settings
@@ -18,6 +19,7 @@ from .config import Settings
 TextScorer = Callable[[str], float]
 _registry: dict[str, TextScorer] = {}
 MAX_TEXT = 4000
+CACHE_SIZE = 65536
 
 
 def register(language: str, scorer: TextScorer) -> None:
@@ -43,15 +45,18 @@ def default_scorer(cfg: Settings | None = None) -> Callable[[str, str], float | 
     if plugin:
         importlib.import_module(plugin)
 
-    @lru_cache(maxsize=65536)
-    def cached(language: str, text: str) -> float | None:
-        scorer = _registry.get(language.split("-", 1)[0].lower())
-        if scorer is None or not text.strip():
-            return None
-        value = scorer(text)
-        return max(-1.0, min(1.0, value))
+    cache: dict[bytes, float | None] = {}
 
     def score(text: str, language: str) -> float | None:
-        return cached(language or "en", text)
+        # the cache is keyed by a digest, so no message text stays in memory after scoring
+        key = hashlib.blake2b(f"{language}\0{text}".encode(), digest_size=16).digest()
+        if key in cache:
+            return cache[key]
+        scorer = _registry.get((language or "en").split("-", 1)[0].lower())
+        value = None if scorer is None or not text.strip() else max(-1.0, min(1.0, scorer(text)))
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()  # bounded; repeated texts refill it within moments
+        cache[key] = value
+        return value
 
     return score
