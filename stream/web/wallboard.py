@@ -141,6 +141,7 @@ class Source:
 
     redis_url: str
     prefix: str = "cc:"
+    tls: dict = field(default_factory=dict)  # redis-py ssl_* options for rediss://
     poll_s: float = POLL_S
     refresh_s: float = REFRESH_S
     retry_max_s: float = RETRY_MAX_S
@@ -211,7 +212,8 @@ class Source:
         # No client-side retries: a failure should surface at once and be retried here,
         # where the page can be told about it.
         return aioredis.from_url(self.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0,
-                                 retry=Retry(NoBackoff(), 0), decode_responses=False)
+                                 retry=Retry(NoBackoff(), 0), decode_responses=False,
+                                 **self.tls)
 
     async def run(self) -> None:
         """Subscribe, load, follow updates; on any failure mark down, back off, start over."""
@@ -322,7 +324,8 @@ def _with_extras(document: bytes, config: bytes, source_up: bool | None) -> byte
 
 
 def create_app(redis_url: str, prefix: str = "cc:", settings: WallboardSettings | None = None,
-               token: str | None = None, public: bool = True) -> web.Application:
+               token: str | None = None, public: bool = True,
+               redis_tls: dict | None = None) -> web.Application:
     """The wallboard application; the Redis reader starts and stops with it.
 
     A token is enforced only when `public` is False (DESIGN §8: a read-only wallboard may be
@@ -375,7 +378,7 @@ def create_app(redis_url: str, prefix: str = "cc:", settings: WallboardSettings 
 
     app = web.Application(middlewares=[guard], client_max_size=1024)
     app.on_response_prepare.append(security_headers)
-    source = Source(redis_url, prefix)
+    source = Source(redis_url, prefix, redis_tls or {})
     app[SOURCE_KEY] = source
     app[STREAMS_KEY] = set()
     config = _wallboard_block(ws)
@@ -475,7 +478,10 @@ async def serve(settings: Settings, token: str | None = None, public: bool = Fal
     host = host or ws.host
     port = ws.port if port is None else port
     ws = msgspec.structs.replace(ws, host=host, port=port)
-    app = create_app(settings.redis_url, settings.redis_prefix, ws, token, public)
+    from ..sinks.redis_sink import tls_options
+
+    app = create_app(settings.redis_url, settings.redis_prefix, ws, token, public,
+                     tls_options(settings))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
