@@ -168,6 +168,10 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class Pipeline:
+    # wall time of the last publish cycle and when it ended (see `cycle`)
+    _cycle_cost = 0.0
+    _cycle_end = 0.0
+
     def __init__(self, cfg: Settings, scorer=None, staffing=None) -> None:
         self.cfg = cfg
         self.engine = Engine(cfg, scorer)
@@ -232,7 +236,9 @@ class Pipeline:
         self.consumer = AIOKafkaConsumer(
             group_id=self.cfg.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=60000,
-            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            # 1 MiB per partition and fetch: partitions progress together (a replay would
+            # otherwise read a month of one partition before the next)
+            max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             rebalance_timeout_ms=20000, **self.kafka_kwargs())
         await self.consumer.start()
         self.consumer.subscribe(list(self.kinds), listener=_Listener(self))
@@ -354,9 +360,31 @@ class Pipeline:
 
     def now(self) -> float:
         if self.cfg.clock == "event":
-            marks = [s.max_ts for s in self.engine.stores() if s.max_ts]
-            return max(marks) if marks else 0.0
+            marks = [max(s.max_ts, s.clock) for s in self.engine.stores()]
+            return max(marks, default=0.0)
         return time.time()
+
+    def _advance_clocks(self) -> float | None:
+        """Move every owned shard's clock; returns the view's as-of time, or None in event
+        mode before any event (an idle replay worker must not jump to the wall clock).
+
+        Event time: each partition follows its own watermark, so a partition fetched far
+        ahead of the others (a replay reads unevenly) cannot make their events `too_late`
+        or time out their ACW early. Customer shards follow the slowest interactions
+        partition this worker owns: FCR records arrive from all of them.
+        """
+        if self.cfg.clock != "event":
+            now = time.time()
+            self.engine.advance(now)
+            return now
+        marks = {name: max(shard.max_ts, shard.clock) for name, shard in self.owned.items()}
+        slowest = min((m for n, m in marks.items() if n[0] == "i" and m > 0), default=0.0)
+        for name, shard in self.owned.items():
+            target = slowest if name[0] == "c" else marks[name]
+            if target > 0:
+                shard.advance(target)
+        as_of = max(marks.values(), default=0.0)
+        return as_of if as_of > 0 else None
 
     async def run(self) -> None:
         assert self.consumer is not None
@@ -410,28 +438,46 @@ class Pipeline:
     # -- publishing -----------------------------------------------------------------
 
     async def cycle(self) -> bool:
-        """One publish cycle; returns True when Redis holds the new picture."""
+        """One publish cycle; returns True when Redis holds the new picture.
+
+        A cycle that took longer than the timer's interval is followed by at least as much
+        consuming before the next one: consuming waits for a whole cycle (the lock), so
+        back-to-back cycles would starve it (bench: with thousands of agent scopes a cycle
+        costs over a second, and the timer fires again at once).
+        """
+        if time.monotonic() - self._cycle_end < self._cycle_cost:
+            return self.redis_ok
         async with self.lock:
-            now = self.now()
-            if now <= 0:
-                now = time.time()
-            self.engine.advance(now)
-            dead, obs, counts, dups = self.engine.take_outputs()
-            self.metrics.record(dead, obs, counts, dups)
-            self._pending_dead.extend(dead)
+            started = time.monotonic()
             try:
-                await self._send_dead_letters()
-                ok = await self._save_and_publish(now)
-            except Exception as exc:
-                self.metrics.publish_failures.labels(
-                    "kafka" if self._pending_dead else "redis").inc()
-                if self.redis_ok:
-                    log.warning("publish cycle failed: %s", exc)
-                self.redis_ok = False
-                return False
-            self.redis_ok = ok
-            self.cycle_count += 1
-            return ok
+                return await self._cycle_locked()
+            finally:
+                self._cycle_end = time.monotonic()
+                self._cycle_cost = self._cycle_end - started
+
+    async def _cycle_locked(self) -> bool:
+        now = self._advance_clocks()
+        if now is None:  # event clock, no event yet: nothing to publish
+            return await self._flush_dead_letters()
+        dead, obs, counts, dups = self.engine.take_outputs()
+        self.metrics.record(dead, obs, counts, dups)
+        self._pending_dead.extend(dead)
+        try:
+            await self._send_dead_letters()
+            ok = await self._save_and_publish(now)
+        except Exception as exc:
+            self.metrics.publish_failures.labels(
+                "kafka" if self._pending_dead else "redis").inc()
+            if self.redis_ok:
+                log.warning("publish cycle failed: %s", exc)
+            self.redis_ok = False
+            return False
+        self.redis_ok = ok
+        self.cycle_count += 1
+        if ok and self.cycle_count % 600 == 0:
+            with contextlib.suppress(Exception):
+                await self.sink.prune_interval_index()
+        return ok
 
     async def _flush_dead_letters(self) -> bool:
         """Send the dead letters of every record consumed so far, before a checkpoint that
@@ -530,12 +576,14 @@ class Pipeline:
         async with self.sink.lock():
             f_windows, f_live, _ = await self.sink.foreign_partials(others)
             starts = set().union(*closed.values()) if closed else set()
-            f_intervals = await self.sink.foreign_intervals(others, starts)
+            # every shard's part of a changed interval, own ones included, from Redis (own
+            # parts were saved just above): a shard that already dropped an old interval
+            # from memory still contributes the part it published before
+            intervals = await self.sink.foreign_intervals(self.all_shard_names(), starts)
             windows = merge([*own_windows, *f_windows])
             live = LiveMerged()
             for part in [*own_live, *f_live]:
                 live.add(part)
-            intervals = merge([*ivpartials.values(), f_intervals])
             view = build_view(windows, live, self.cfg, now, time.time(), self.staffing)
             scopes = ["center", *[f"queue:{q}" for q in view.queues]]
             await self.sink.write_view(view, intervals, scopes)

@@ -46,6 +46,10 @@ async def read_range(redis: Any, prefix: str, scope: str, start: str | None, end
         if not fields:
             continue  # expired between the two reads
         acc = metrics.acc_from_fields(fields)
+        if b.is_zero(acc):
+            # every fact it held was retracted again (e.g. a provisional ACW timeout replaced
+            # by the real wrap-up): no activity, like the intervals that were never written
+            continue
         b.add_into(total, acc)
         row = {"start": fields.get("start"), **_kpis(scope, acc)}
         rows.append(row)

@@ -22,7 +22,7 @@ from .. import checkpoint as ck
 from ..config import Settings
 from ..kpi import buckets as b
 from ..kpi.rollup import Partial
-from ..kpi.windows import INTERVAL, iso_local
+from ..kpi.windows import iso_local
 from ..view import LiveMerged, View, interval_doc
 
 INTERVAL_TTL_S = 8 * 86400
@@ -91,8 +91,11 @@ class RedisSink:
         self.prefix = cfg.redis_prefix
         self.redis = client or connect(cfg)
         self.worker_id = uuid.uuid4().hex
+        self._saves = 0
+        self._saved_mark: bytes | None = None  # marker value written by the last save
         self.seq = 0
         self.interval_cache: dict[tuple[str, int], dict] = {}
+        self.index_scopes: set[str] = set()  # scopes whose interval index this worker wrote
         self._release = self.redis.register_script(_RELEASE)
 
     def k(self, *parts: str) -> str:
@@ -102,14 +105,15 @@ class RedisSink:
 
     @property
     def marker(self) -> str:
-        """This worker's key: present while Redis still holds what this worker saved."""
+        """This worker's key; its value is the number of this worker's last save."""
         return self.k("worker", self.worker_id)
 
     async def needs_full_save(self) -> bool:
-        """True when Redis does not hold this worker's earlier saves: a memory-only Redis
-        restarted (or was flushed), or this worker has not saved yet. Then dirty keys alone
-        would leave an incomplete checkpoint and history: the next save must be full."""
-        return not await self.redis.exists(self.marker)
+        """True when Redis does not hold exactly this worker's last save: a memory-only
+        Redis restarted empty, was flushed, or came back from an older snapshot (the marker
+        is missing or older), or this worker has not saved yet. Then dirty keys alone would
+        leave an incomplete checkpoint and history: the next save must be full."""
+        return self._saved_mark is None or await self.redis.get(self.marker) != self._saved_mark
 
     async def save_shards(self, shards: dict[str, Any], offsets: dict[str, dict[str, int]],
                           partials: dict[str, tuple[Partial, LiveMerged]],
@@ -125,7 +129,7 @@ class RedisSink:
         tokens: list = []
         try:
             await pipe.watch(self.marker)
-            if not full and not await pipe.exists(self.marker):
+            if not full and await pipe.get(self.marker) != self._saved_mark:
                 raise RedisReset("Redis lost this worker's checkpoints: full save next cycle")
             pipe.multi()
             for name, shard in shards.items():
@@ -148,8 +152,11 @@ class RedisSink:
                     key = self.k("ivpart", name, day)
                     pipe.hset(key, mapping=fields)
                     pipe.expire(key, INTERVAL_TTL_S + 86400)
-            pipe.set(self.marker, self.worker_id, ex=MARKER_TTL_S)
+            mark = str(self._saves + 1).encode()
+            pipe.set(self.marker, mark, ex=MARKER_TTL_S)
             await pipe.execute()
+            self._saves += 1
+            self._saved_mark = mark
         except BaseException:
             for shard, token in tokens:
                 ck.unstage(shard, token)
@@ -268,7 +275,7 @@ class RedisSink:
             pipe.hset(key, mapping=hash_fields(doc, {"updated_at": stamp["updated_at"]}))
             pipe.expire(key, INTERVAL_TTL_S)
             pipe.zadd(self.k("intervals", scope), {start_iso: start})
-            pipe.zremrangebyscore(self.k("intervals", scope), "-inf", start - INTERVAL_TTL_S)
+            self.index_scopes.add(scope)
         stale = previous - written
         if stale:
             pipe.delete(*stale)
@@ -280,6 +287,24 @@ class RedisSink:
         pipe.publish(self.k("updates"), orjson.dumps(
             {"as_of": stamp["as_of"], "updated_at": stamp["updated_at"], "seq": self.seq}))
         await pipe.execute()
+
+    async def prune_interval_index(self) -> int:
+        """Drop index members whose interval hash has expired (TTL counts from the write, so
+        a replayed month stays listed as long as its hashes live; trimming by event time
+        would hide it). Run now and then, not every cycle; returns how many were dropped."""
+        dropped = 0
+        for scope in list(self.index_scopes):
+            zkey = self.k("intervals", scope)
+            members = [m.decode() for m in await self.redis.zrange(zkey, 0, -1)]
+            if not members:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for m in members:
+                pipe.exists(self.k("interval", scope, m))
+            gone = [m for m, alive in zip(members, await pipe.execute()) if not alive]
+            if gone:
+                dropped += await self.redis.zrem(zkey, *gone)
+        return dropped
 
     def today_intervals(self, as_of: float, scopes: Iterable[str]) -> dict[str, list[dict]]:
         from ..kpi.windows import local_midnight
