@@ -115,8 +115,6 @@ class ShardKeys:
         self.index = base + "hx"
         self.partial = f"{prefix}part:{shard}"
 
-    def ivpart(self, prefix: str, shard: str, day: str) -> str:
-        return f"{prefix}ivpart:{shard}:{day}"
 
     def all(self) -> list[str]:
         return [self.meta, self.items, self.minutes, self.intervals, self.index]

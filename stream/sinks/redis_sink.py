@@ -1,7 +1,7 @@
 """Redis: checkpoints in, the public contract of DESIGN §5 out — each cycle atomic.
 
 Two transactions per cycle. The first saves every owned shard's dirty state with its input
-offsets and the shard's published partials (`part:<shard>`, `ivpart:<shard>:<day>`). The
+offsets and the shard's published partials (`part:<shard>`, `ivpart:<shard>:<start>`). The
 second, under a short lock shared by all workers, reads the partials of shards this worker
 does not own, merges them with its own, and writes the combined KPI, load, interval and
 snapshot keys plus the `updates` message in one MULTI/EXEC. Values are absolute, so a retry
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime
 from typing import Any, Iterable
 
 import orjson
@@ -144,12 +143,12 @@ class RedisSink:
                 mapping["__as_of"] = repr(as_of)
                 pipe.delete(keys.partial)
                 pipe.hset(keys.partial, mapping=mapping)
-                by_day: dict[str, dict] = {}
+                by_start: dict[int, dict] = {}
                 for (scope, start), acc in ivpartials.get(name, {}).items():
-                    by_day.setdefault(self._day(start), {})[f"{scope}|{start}"] = ck.encode(
-                        b.pack(acc))
-                for day, fields in by_day.items():
-                    key = self.k("ivpart", name, day)
+                    by_start.setdefault(start, {})[scope] = ck.encode(b.pack(acc))
+                for start, fields in by_start.items():
+                    # one hash per (shard, interval): the merge reads exactly what changed
+                    key = self.k("ivpart", name, str(start))
                     pipe.hset(key, mapping=fields)
                     pipe.expire(key, INTERVAL_TTL_S + 86400)
             mark = str(self._saves + 1).encode()
@@ -164,9 +163,6 @@ class RedisSink:
         finally:
             with contextlib.suppress(Exception):
                 await pipe.reset()
-
-    def _day(self, start: int) -> str:
-        return datetime.fromtimestamp(start, self.cfg.tz).strftime("%Y%m%d")
 
     async def restore_shard(self, name: str, shard: Any) -> dict[str, int]:
         return await ck.restore(self.redis, ck.ShardKeys(self.prefix, name), shard)
@@ -222,21 +218,16 @@ class RedisSink:
         out: Partial = {}
         if not names or not starts:
             return out
-        days = sorted({self._day(s) for s in starts})
-        wanted = set(starts)
         pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            for day in days:
-                pipe.hgetall(self.k("ivpart", name, day))
-        for raw in await pipe.execute():
+        keys = [(name, start) for name in names for start in starts]
+        for name, start in keys:
+            pipe.hgetall(self.k("ivpart", name, str(start)))
+        for (_, start), raw in zip(keys, await pipe.execute()):
             for field, value in raw.items():
-                scope, start = field.decode().rsplit("|", 1)
-                if int(start) not in wanted:
-                    continue
                 acc = b.unpack(ck.decode(value))
-                cur = out.get((scope, int(start)))
+                cur = out.get((field.decode(), start))
                 if cur is None:
-                    out[(scope, int(start))] = acc
+                    out[(field.decode(), start)] = acc
                 else:
                     b.add_into(cur, acc)
         return out
