@@ -71,7 +71,7 @@ def unpack_ix(data: bytes, shard: InteractionShard) -> Ix:
     if sent is not None:
         ix.customer_sent = (sent[0], sent[1], sent[2], tuple(sent[3]) if sent[3] else None,
                             sent[4])
-    d = derive(ix.events, shard.clock, shard.s.params)
+    d = derive(ix.events, shard.timeout_clock, shard.s.params)
     ix.waiting, ix.acw_deadline, ix.done = d.waiting, d.acw_deadline, d.done
     ix.handled_key, ix.risk, ix.risk_since = d.handled_key, d.risk, risk_since
     return ix
@@ -180,6 +180,8 @@ def stage_shard(pipe: Any, keys: ShardKeys, shard, offsets: dict[str, int]) -> t
         extra = _enc.encode(shard.survey_ids)
     meta = {f"offset:{tp}": str(off) for tp, off in offsets.items()}
     meta["clock"] = repr(shard.clock)
+    if isinstance(shard, InteractionShard):
+        meta["timeout_clock"] = repr(shard.timeout_clock)
     meta["extra"] = extra
     pipe.hset(keys.meta, mapping=meta)
     return (minutes, intervals, items, index)
@@ -217,6 +219,8 @@ async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
     if not meta:
         return {}
     shard.clock = float(meta.get("clock", b"0"))
+    if isinstance(shard, InteractionShard):
+        shard.timeout_clock = float(meta.get("timeout_clock", meta.get("clock", b"0")))
     for raw_key, raw in minutes.items():
         shard.minutes[_parse_bkey(raw_key.decode())] = b.unpack(_dec.decode(raw))
     for raw_key, raw in intervals.items():

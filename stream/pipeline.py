@@ -364,6 +364,16 @@ class Pipeline:
             return max(marks, default=0.0)
         return time.time()
 
+    def _caught_up(self, name: str) -> bool:
+        """No records of this shard's partitions are waiting to be read."""
+        assert self.consumer is not None
+        for key, position in self.offsets.get(name, {}).items():
+            topic, _, partition = key.rpartition(":")
+            high = self.consumer.highwater(TopicPartition(topic, int(partition)))
+            if high is None or high > position:
+                return False
+        return True
+
     def _advance_clocks(self) -> float | None:
         """Move every owned shard's clock; returns the view's as-of time, or None in event
         mode before any event (an idle replay worker must not jump to the wall clock).
@@ -375,7 +385,11 @@ class Pipeline:
         """
         if self.cfg.clock != "event":
             now = time.time()
-            self.engine.advance(now)
+            for name, shard in self.owned.items():
+                if name[0] == "i" and not self._caught_up(name):
+                    shard.advance(now, timeouts_at=shard.max_ts)
+                else:
+                    shard.advance(now)
             return now
         marks = {name: max(shard.max_ts, shard.clock) for name, shard in self.owned.items()}
         slowest = min((m for n, m in marks.items() if n[0] == "i" and m > 0), default=0.0)

@@ -14,6 +14,7 @@ from .kpi import buckets as b
 from .kpi import metrics
 from .kpi.agents import STATES
 from .kpi.rollup import Partial
+from .kpi.shard import MIX_PREFIX
 from .kpi.windows import WINDOWS, iso_utc
 
 LIVE_FIELDS = ("waiting", "agents", "capacity", "at_risk")
@@ -102,20 +103,28 @@ def build_view(windows: Partial, live: LiveMerged, cfg: Settings, as_of: float,
     channels_by_queue: dict[str, set] = {}
     for q, ch in live.waiting:
         channels_by_queue.setdefault(q, set()).add(ch)
+    mix: dict[str, dict[str, float]] = {}  # queue -> channel -> offered in the last hour
     kpi: dict[str, dict[str, dict]] = {}
     for (scope, window), acc in sorted(windows.items()):
+        if scope.startswith(MIX_PREFIX):  # internal: a queue's channel mix, not published
+            q, ch = scope[len(MIX_PREFIX):].split("|", 1)
+            channels_by_queue.setdefault(q, set()).add(ch)
+            if window == "1h":
+                mix.setdefault(q, {})[ch] = acc[b.OFFERED]
+            continue
         kpi.setdefault(scope, {})
     # channels seen per queue come from the waiting index and from the windows' scopes
     queues = sorted({s[6:] for s in kpi if s.startswith("queue:")}
                     | {q for q, _ in live.waiting if q}
                     | {q for q, _ in live.agents if q})
     for (scope, window), acc in windows.items():
-        kpi[scope][window] = scope_kpis(scope, acc, cfg, channels_by_queue)
+        if scope in kpi:
+            kpi[scope][window] = scope_kpis(scope, acc, cfg, channels_by_queue)
     for scope in ["center", *[f"queue:{q}" for q in queues]]:
         per = kpi.setdefault(scope, {})
         for w in WINDOWS:
             per.setdefault(w, metrics.kpis(b.new()))
-    load = build_load(windows, live, cfg, queues, as_of, staffing)
+    load = build_load(windows, live, cfg, queues, as_of, staffing, mix)
     at_risk: dict[str, list[dict]] = {"center": []}
     for iid, q, agent, score, since in sorted(live.at_risk, key=lambda r: r[3]):
         row = {"interaction_id": iid, "queue": q, "agent_id": agent, "score": round(score, 4),
@@ -126,7 +135,7 @@ def build_view(windows: Partial, live: LiveMerged, cfg: Settings, as_of: float,
 
 
 def build_load(windows: Partial, live: LiveMerged, cfg: Settings, queues: list[str],
-               as_of: float, staffing=None) -> dict[str, dict]:
+               as_of: float, staffing=None, mix: dict | None = None) -> dict[str, dict]:
     load: dict[str, dict] = {}
     scopes = {"center": None, **{f"queue:{q}": q for q in queues}}
     for (q, ch), (n, oldest) in live.waiting.items():
@@ -155,7 +164,7 @@ def build_load(windows: Partial, live: LiveMerged, cfg: Settings, queues: list[s
         if q is not None:
             entry["sl_target"] = cfg.sl_target(q)
             if staffing is not None:
-                entry.update(staffing(q, m15, h1, entry, live, cfg))
+                entry.update(staffing(q, m15, h1, entry, live, cfg, (mix or {}).get(q, {})))
     for scope, entry in load.items():
         oldest = entry.pop("_oldest", None)
         entry["longest_wait_s"] = max(0.0, as_of - oldest) if oldest is not None else 0.0

@@ -63,7 +63,8 @@ def engine_view(engine: Engine, now: float) -> dict:
     engine.advance(now)
     out = {}
     for (scope, window), acc in engine.windows(now).items():
-        out[(scope, window)] = scope_kpis(scope, acc, engine.cfg, {})
+        if not scope.startswith("mix:"):  # internal channel-mix scope, never published
+            out[(scope, window)] = scope_kpis(scope, acc, engine.cfg, {})
     return out
 
 

@@ -160,3 +160,26 @@ def test_unpublished_intervals_are_kept_until_published():
     e.shards[0].changed_intervals.clear()
     e.advance(T0 + 3 * 3600 + 1)
     assert not e.shards[0].intervals
+
+
+def test_queue_named_all_is_reserved_for_roll_ups():
+    e = engine()
+    assert e.ingest("interactions", ev("a", "offered", T0, queue="all"), 0) == "bad_name"
+    assert e.take_outputs()[0][0].detail.startswith("queue name 'all' is reserved")
+
+
+def test_backlog_does_not_time_out_acw_ahead_of_its_wrapup():
+    """While a partition has a backlog, ACW timeouts follow its event watermark: a wrap-up
+    not read yet must not be pre-empted (its histogram observation would count twice)."""
+    e = engine()
+    e.ingest("interactions", ev("a", "offered", T0), 0)
+    e.ingest("interactions", ev("a", "answered", T0 + 10, agent_id="x"), 0)
+    e.ingest("interactions", ev("a", "ended", T0 + 100, agent_id="x"), 0)
+    shard = e.shards[0]
+    shard.advance(T0 + 3600, timeouts_at=shard.max_ts)  # wall clock an hour on, backlog left
+    e.ingest("interactions", ev("a", "wrapup_completed", T0 + 160, agent_id="x",
+                                disposition="resolved"), 0)
+    shard.advance(T0 + 3601)  # caught up
+    _, observations, _, _ = e.take_outputs()
+    handle = [o for o in observations if o[0] == "handle_time"]
+    assert handle == [("handle_time", "billing", "voice", 150.0)]

@@ -25,6 +25,7 @@ from .rollup import Partial, interval_partials, window_partials
 from .shard import DeadLetter, InteractionShard, ShardSettings
 
 Scorer = Callable[[str, str], float | None]
+RESERVED = "all"  # the label value of a rolled-up dimension in Prometheus
 
 # internal FCR record: [customer hash, interaction id, [first_offered, handled, key, disposition] | None]
 CustomerRecord = tuple[str, str, tuple[float, float | None, list[str] | None, str | None] | None]
@@ -165,6 +166,8 @@ class Engine:
         return reason
 
     def _names_ok(self, queues: tuple, agent: str | None) -> str | None:
+        if RESERVED in queues:
+            return "reserved"
         limits = self.cfg.limits
         new_q = [q for q in queues if q and q not in self.queues]
         if new_q and len(self.queues) + len(new_q) > limits.max_queues:
@@ -197,6 +200,9 @@ class Engine:
                                partition, offset)
         if kind == "agents":
             over = self._names_ok(tuple(event.queues), event.agent_id)
+            if over == "reserved":
+                return self.reject("bad_name", f"queue name {RESERVED!r} is reserved for "
+                                   "roll-ups", raw, topic, partition, offset)
             if over:
                 return self.reject("scope_limit", f"too many distinct {over} names", raw, topic,
                                    partition, offset)
@@ -213,6 +219,9 @@ class Engine:
         agent = getattr(event, "agent_id", None) or ""
         to_queue = getattr(event, "to_queue", None)
         over = self._names_ok((event.queue, to_queue or ""), agent)
+        if over == "reserved":
+            return self.reject("bad_name", f"queue name {RESERVED!r} is reserved for roll-ups",
+                               raw, topic, partition, offset)
         if over:
             return self.reject("scope_limit", f"too many distinct {over} names", raw, topic,
                                partition, offset)

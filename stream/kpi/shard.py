@@ -74,6 +74,7 @@ class InteractionShard(BucketStore):
         self.dirty_ix: set[str] = set()
         self.dirty_index: set[str] = set()
         self.customer_outbox: list[tuple] = []  # (customer hash, iid, record | None)
+        self.timeout_clock = 0.0  # how far ACW timeouts have been applied (see advance)
 
     # -- events -------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class InteractionShard(BucketStore):
             if ev.kind == "interaction.message" and self._message_fast(iid, ix, ev):
                 return "ok"
         ix.events.append(ev)
-        derived = derive(ix.events, self.clock, self.s.params)
+        derived = derive(ix.events, self.timeout_clock, self.s.params)
         new_index = len(ix.events) - 1
         status = derived.status
         if CONFLICT in status:
@@ -122,7 +123,7 @@ class InteractionShard(BucketStore):
                 bad = ix.events.pop(i)
                 self._reject("impossible_transition", f"{bad.kind} does not fit interaction "
                              "history", ix.pending_raw.pop(bad.event_id, b""), topic, partition, -1)
-            derived = derive(ix.events, self.clock, self.s.params)
+            derived = derive(ix.events, self.timeout_clock, self.s.params)
             status = derived.status
         self.ix[iid] = ix
         self.dirty_ix.add(iid)
@@ -228,15 +229,24 @@ class InteractionShard(BucketStore):
 
     # -- time ---------------------------------------------------------------------------
 
-    def advance(self, now: float) -> None:
-        """Move the clock: ACW timeouts, orphans, forgotten interactions, bucket retention."""
+    def advance(self, now: float, timeouts_at: float | None = None) -> None:
+        """Move the clock: ACW timeouts, orphans, forgotten interactions, bucket retention.
+
+        `timeouts_at` is how far ACW timeouts may go (default `now`): while the partition
+        still has a backlog the runtime passes its event watermark instead, so a wrap-up
+        that is merely not read yet is not pre-empted by a timeout (a timeout applied and
+        then replaced would be observed twice by the Prometheus histogram).
+        """
         if now < self.clock:
             return
         self.clock = now
+        self.timeout_clock = max(self.timeout_clock, min(now, now if timeouts_at is None
+                                                          else timeouts_at))
+        tnow = self.timeout_clock
         for iid in list(self.ix):
             ix = self.ix[iid]
-            if ix.acw_deadline is not None and now >= ix.acw_deadline:
-                self._settle(iid, ix, derive(ix.events, now, self.s.params))
+            if ix.acw_deadline is not None and tnow >= ix.acw_deadline:
+                self._settle(iid, ix, derive(ix.events, tnow, self.s.params))
                 self.dirty_ix.add(iid)
             if ix.pending_raw:
                 self._expire_orphans(iid, ix, now)
@@ -258,7 +268,7 @@ class InteractionShard(BucketStore):
             self._reject("impossible_transition",
                          f"{e.kind} without its predecessor after {self.s.orphan_timeout_s:.0f}s",
                          ix.pending_raw.pop(e.event_id), "", -1, -1)
-        self._settle(iid, ix, derive(ix.events, now, self.s.params))
+        self._settle(iid, ix, derive(ix.events, self.timeout_clock, self.s.params))
         self.dirty_ix.add(iid)
 
     def _forget(self, iid: str, ix: Ix) -> None:
@@ -311,14 +321,20 @@ class InteractionShard(BucketStore):
         return out
 
 
-def scopes_of(key: Key, per_agent: bool = True) -> list[str]:
-    """The scopes a (queue, channel, agent) bucket adds into."""
+MIX_PREFIX = "mix:"  # internal scope mix:<queue>|<channel>: a queue's channel mix (staffing)
+
+
+def scopes_of(key: Key, per_agent: bool = True, mix: bool = False) -> list[str]:
+    """The scopes a (queue, channel, agent) bucket adds into (plus the internal channel-mix
+    scope of its queue when `mix`: staffing needs each queue's busiest channel)."""
     q, ch, agent = key
     out = ["center"]
     if q:
         out.append("queue:" + q)
     if ch and ch != "*":
         out.append("channel:" + ch)
+        if mix and q:
+            out.append(f"{MIX_PREFIX}{q}|{ch}")
     if agent and per_agent:
         out.append("agent:" + agent)
     return out
