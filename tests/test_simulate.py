@@ -672,6 +672,10 @@ def test_cli_writes_jsonl(tmp_path: Path) -> None:
     assert recs and recs[0].ts == START
     queues = {orjson.loads(r.value).get("queue") for r in recs if r.bad_kind is None}
     assert queues <= {"billing", "support", None}
+    res = CliRunner().invoke(app, ["simulate", "--no-live", "--flat", "--duration", "60",
+                                   "--start", "2026-11-23T02:00:00Z", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sum(1 for r in read_jsonl(out) if b'"interaction.offered"' in r.value) > 60
     res = CliRunner().invoke(app, ["simulate", "--queues", "bad queue", "--out", str(out),
                                    "--duration", "5"])
     assert res.exit_code != 0
