@@ -53,6 +53,12 @@ class BucketStore:
         that are new. Both are multisets: an equal list (the common case) costs one compare."""
         if applied == derived:
             return []
+        n = len(applied)
+        if derived[:n] == applied:  # the usual change: facts only added (offer, answer, …)
+            added = derived[n:]
+            for fact in added:
+                self.apply_fact(fact, 1.0)
+            return list(added)
         old, new = Counter(applied), Counter(derived)
         if old == new:
             return []
