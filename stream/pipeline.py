@@ -306,8 +306,13 @@ class Pipeline:
                     self.engine.seed_names(shard)
                     if self.cfg.clock == "wall":
                         # a new shard's clock is 0 until the first cycle: move it to now first,
-                        # or records older than the retention are taken instead of `too_late`
-                        shard.advance(time.time())
+                        # or records older than the retention are taken instead of `too_late`;
+                        # ACW timeouts stay where they were (the backlog moves them, see
+                        # _advance_clocks), or every timeout of a backlog would fire at once
+                        if name[0] == "i":
+                            shard.advance(time.time(), timeouts_at=shard.timeout_clock)
+                        else:
+                            shard.advance(time.time())
                 for tp in tps:
                     key = f"{tp.topic}:{tp.partition}"
                     offset = self.offsets[name].get(key)
@@ -600,7 +605,7 @@ class Pipeline:
                 live.add(part)
             view = build_view(windows, live, self.cfg, now, time.time(), self.staffing)
             scopes = ["center", *[f"queue:{q}" for q in view.queues]]
-            await self.sink.write_view(view, intervals, scopes)
+            await self.sink.write_view(view, intervals, scopes, sole_writer=not others)
         self.view = view
         self.last_publish_ok = time.time()
         return True

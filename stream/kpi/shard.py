@@ -248,9 +248,13 @@ class InteractionShard(BucketStore):
             if ix.acw_deadline is not None and tnow >= ix.acw_deadline:
                 self._settle(iid, ix, derive(ix.events, tnow, self.s.params))
                 self.dirty_ix.add(iid)
+            # orphans and forgetting follow the same clock as the timeouts: during a
+            # backlog a finished interaction stays (dedup, late events) and an early event
+            # waits for its predecessor for closed_keep_s / orphan_timeout_s of the
+            # partition's event time, not of wall time that the backlog is far behind
             if ix.pending_raw:
-                self._expire_orphans(iid, ix, now)
-            if ix.done is not None and now - ix.done >= self.s.closed_keep_s:
+                self._expire_orphans(iid, ix, tnow)
+            if ix.done is not None and tnow - ix.done >= self.s.closed_keep_s:
                 self._forget(iid, ix)
             elif ix.done is None and ix.last_ts < now - self.s.retention_s:
                 self._forget(iid, ix)

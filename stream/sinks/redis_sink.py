@@ -95,6 +95,10 @@ class RedisSink:
         self.seq = 0
         self.interval_cache: dict[tuple[str, int], dict] = {}
         self.index_scopes: set[str] = set()  # scopes whose interval index this worker wrote
+        # what this worker last wrote to each KPI/load hash (timestamps aside) and the key
+        # index: a hash whose numbers did not change only gets its timestamps rewritten
+        self._view_cache: dict[str, dict[str, str]] = {}
+        self._index: set[str] | None = None
         self._release = self.redis.register_script(_RELEASE)
 
     def k(self, *parts: str) -> str:
@@ -131,6 +135,9 @@ class RedisSink:
             if not full and await pipe.get(self.marker) != self._saved_mark:
                 raise RedisReset("Redis lost this worker's checkpoints: full save next cycle")
             pipe.multi()
+            if full:  # Redis lost data: the view is written whole again too
+                self._view_cache.clear()
+                self._index = None
             for name, shard in shards.items():
                 keys = ck.ShardKeys(self.prefix, name)
                 if full:
@@ -232,25 +239,46 @@ class RedisSink:
                     b.add_into(cur, acc)
         return out
 
-    async def write_view(self, view: View, intervals: Partial, snapshot_scopes: Iterable[str]) -> None:
-        """Write KPI, load, interval history, snapshot and the updates message atomically."""
+    async def write_view(self, view: View, intervals: Partial, snapshot_scopes: Iterable[str],
+                         sole_writer: bool = False) -> None:
+        """Write KPI, load, interval history, snapshot and the updates message atomically.
+
+        A `sole_writer` (a worker that owns every partition) remembers what it wrote: a hash
+        whose numbers are unchanged gets only its timestamps (thousands of agent hashes are
+        mostly unchanged from one second to the next). With several writers every hash is
+        rewritten whole, because another worker may have written it in between.
+        """
         cfg, tz = self.cfg, self.cfg.tz
         stamp = {"updated_at": _iso(view.updated_at), "as_of": _iso(view.as_of)}
+        load_stamp = {"updated_at": stamp["updated_at"]}
         index_key = self.k("index")
-        previous = {m.decode() for m in await self.redis.smembers(index_key)}
+        if not sole_writer or self.seq % 60 == 0:  # and a whole rewrite once a minute anyway
+            self._view_cache.clear()
+            self._index = None
+        if self._index is None:
+            previous = {m.decode() for m in await self.redis.smembers(index_key)}
+        else:
+            previous = self._index
         pipe = self.redis.pipeline(transaction=True)
         written: set[str] = set()
+        cache = self._view_cache
+        new_cache: dict[str, dict[str, str]] = {}
+
+        def put(key: str, doc: dict, key_stamp: dict[str, str]) -> None:
+            fields = hash_fields(doc, {})
+            written.add(key)
+            new_cache[key] = fields
+            if cache.get(key) == fields:
+                pipe.hset(key, mapping=key_stamp)
+            else:
+                pipe.delete(key)
+                pipe.hset(key, mapping={**fields, **key_stamp})
+
         for scope, per in view.kpi.items():
             for window, doc in per.items():
-                key = self.k("kpi", scope, window)
-                written.add(key)
-                pipe.delete(key)
-                pipe.hset(key, mapping=hash_fields(doc, stamp))
+                put(self.k("kpi", scope, window), doc, stamp)
         for scope, doc in view.load.items():
-            key = self.k("load", scope)
-            written.add(key)
-            pipe.delete(key)
-            pipe.hset(key, mapping=hash_fields(doc, {"updated_at": stamp["updated_at"]}))
+            put(self.k("load", scope), doc, load_stamp)
         for scope, rows in view.at_risk.items():
             key = self.k("atrisk", scope)
             written.add(key)
@@ -270,14 +298,18 @@ class RedisSink:
         stale = previous - written
         if stale:
             pipe.delete(*stale)
-        pipe.delete(index_key)
-        pipe.sadd(index_key, *written)
+        if written != previous:
+            pipe.delete(index_key)
+            pipe.sadd(index_key, *written)
         snapshot = view.snapshot(cfg, self.today_intervals(view.as_of, snapshot_scopes))
         pipe.set(self.k("snapshot"), orjson.dumps(snapshot))
         self.seq += 1
         pipe.publish(self.k("updates"), orjson.dumps(
             {"as_of": stamp["as_of"], "updated_at": stamp["updated_at"], "seq": self.seq}))
+        self._view_cache, self._index = {}, None  # unknown until this transaction succeeds
         await pipe.execute()
+        if sole_writer:
+            self._view_cache, self._index = new_cache, written
 
     async def prune_interval_index(self) -> int:
         """Drop index members whose interval hash has expired (TTL counts from the write, so
