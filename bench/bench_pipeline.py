@@ -51,6 +51,7 @@ SIM_TOPIC = {"interactions": "cc.interactions", "agents": "cc.agent-states",
              "surveys": "cc.surveys"}
 PARTITIONS = 4
 MARKER_QUEUE = "bench-marker"
+MARKER_WAIT_S = 30.0  # a marker not visible this long after the load stopped counts as lost
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,6 +109,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+def fmt_ms(x: float) -> str:
+    return f"> {MARKER_WAIT_S:.0f} s (lost)" if x == math.inf else f"{x * 1e3:,.0f} ms"
+
+
 def fmt_rate(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{x:,.0f}"
 
@@ -133,17 +138,37 @@ class TopicSet:
                                            (*self.topics.values(), self.deadletter)))
         return self
 
+    def customers_topic(self, bootstrap: str, run: str) -> str:
+        """A fresh internal FCR topic per run: runs on the same input must not share it."""
+        from stream import embedded
+
+        name = f"b{self.tag}.{run}.customers"
+        asyncio.run(embedded.create_topics(bootstrap, PARTITIONS, (name,)))
+        return name
+
     def worker_env(self, stack, group: str, prefix: str, **extra) -> dict[str, str]:
         t = self.topics
         env = {"CCPULSE_BROKER_URL": stack.broker_url, "CCPULSE_REDIS_URL": stack.redis_url,
                "CCPULSE_TOPIC_INTERACTIONS": t["interactions"],
                "CCPULSE_TOPIC_AGENTS": t["agents"], "CCPULSE_TOPIC_SURVEYS": t["surveys"],
                "CCPULSE_TOPIC_DEADLETTER": self.deadletter, "CCPULSE_GROUP_ID": group,
+               "CCPULSE_TOPIC_CUSTOMERS": self.customers_topic(stack.bootstrap, group),
                "CCPULSE_REDIS_PREFIX": prefix, "CCPULSE_PARTITIONS": str(PARTITIONS),
                "CCPULSE_DATA_DIR": f"/tmp/ccpulse-bench-{group}",
                "CCPULSE_LOG_LEVEL": "warning"}
         env.update({k: str(v) for k, v in extra.items()})
         return env
+
+
+CHILDREN: list["Proc"] = []
+
+
+def kill_children() -> None:
+    """SIGKILL every child process group this bench started and that is still running."""
+    for child in CHILDREN:
+        if child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
 
 
 class Proc:
@@ -155,6 +180,7 @@ class Proc:
                                      stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
+        CHILDREN.append(self)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -417,14 +443,77 @@ def quartile_trend(samples: list[float]) -> tuple[float, float] | None:
     return statistics.mean(samples[:q]), statistics.mean(samples[-q:])
 
 
+class UpdatesListener:
+    """Receipt time and `as_of` of every `<prefix>updates` message (a daemon thread)."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        import threading
+
+        import redis as redis_sync
+
+        self.client = redis_sync.Redis.from_url(redis_url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        self.seen: list[tuple[float, float]] = []  # (received, as_of epoch)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from stream.kpi.windows import parse_iso
+
+        while not self.stopping:
+            msg = self.pubsub.get_message(timeout=0.05)
+            if msg and msg.get("type") == "message":
+                now = time.time()
+                with contextlib.suppress(Exception):
+                    self.seen.append((now, parse_iso(json.loads(msg["data"])["as_of"])))
+
+    def first_after(self, as_of: float, timeout: float = 10.0) -> float | None:
+        """Receipt time of the first update whose as_of is at or after `as_of`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for received, stamp in list(self.seen):
+                if stamp >= as_of - 0.001:
+                    return received
+            time.sleep(0.02)
+        return None
+
+    def close(self) -> None:
+        self.stopping = True
+        self.thread.join(2)
+        with contextlib.suppress(Exception):
+            self.pubsub.close()
+            self.client.close()
+
+
+def shard_clocks(client, prefix: str) -> float:
+    """The latest `clock` (the publish cycle's now) among the checkpointed shards."""
+    latest = 0.0
+    for kind in ("i", "a"):
+        for p in range(PARTITIONS):
+            raw = client.hget(f"{prefix}state:{kind}{p}:meta", "clock")
+            if raw is not None:
+                latest = max(latest, float(raw))
+    return latest
+
+
 def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work: Path,
                  label: str, timeout: float = 1800, **env_extra) -> RunResult:
+    """Workers on the data set from the start; first event consumed → last one in Redis.
+
+    Start: the first /healthz poll (every 20 ms) that shows a consumed event. End: every
+    partition's checkpoint is past its last offset (polled every 50 ms), and then the
+    `updates` message of the publish cycle that wrote that checkpoint (its `as_of` is the
+    cycle's now, saved as the shards' `clock`) — the moment the KPI keys show everything.
+    """
     import redis as redis_sync
 
     tag = uuid.uuid4().hex[:6]
     group, prefix = f"bench-{label}-{tag}", f"bench{label}{tag}:"
     env = ts.worker_env(stack, group, prefix, **env_extra)
     client = redis_sync.Redis.from_url(stack.redis_url)
+    updates = UpdatesListener(stack.redis_url, f"{prefix}updates")
     procs = [Worker(env, work / f"worker-{label}-{i}.log") for i in range(workers)]
     cpu0 = {w.pid: cpu_seconds(w.pid) for w in procs}
     first = None
@@ -455,18 +544,23 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
             if not all(w.alive() for w in procs):
                 raise RuntimeError(f"a worker exited; see {work}")
             time.sleep(0.05)
-        elapsed = now - first
+        visible = updates.first_after(shard_clocks(client, prefix))
+        end = visible if visible is not None else now
+        elapsed = end - first
         cpus = [cpu_seconds(w.pid) - cpu0[w.pid] for w in procs]
+        time.sleep(2.5)  # let every worker publish once more, then read the merged picture
         center = {k.decode(): v.decode() for k, v in
                   client.hgetall(f"{prefix}kpi:center:today").items()}
         res = RunResult(total, elapsed, total / elapsed, cpus, rss, quartile_trend(rss),
                         {"center_today": {k: center.get(k) for k in
                                           ("offered", "answered", "abandoned", "handled",
-                                           "surveys", "sentiment_samples")}})
+                                           "surveys", "sentiment_samples")},
+                         "update_seen": visible is not None})
         return res
     finally:
         for w in procs:
             w.stop()
+        updates.close()
         client.close()
 
 
@@ -554,7 +648,7 @@ async def paced_load(bootstrap: str, redis_url: str, prefix: str, ts: TopicSet, 
             while seen < count and seen < len(sent_at):
                 seen_at.append(now)
                 seen += 1
-            if stop.is_set() and time.time() - stop_time[0] > 15:
+            if stop.is_set() and time.time() - stop_time[0] > MARKER_WAIT_S:
                 break
             await asyncio.sleep(0.01)
 
@@ -595,21 +689,21 @@ async def paced_load(bootstrap: str, redis_url: str, prefix: str, ts: TopicSet, 
         produced_s = time.time() - t0
         stop_time[0] = time.time()
         stop.set()
-        await asyncio.wait_for(watcher, 60)
+        await asyncio.wait_for(watcher, MARKER_WAIT_S + 30)
     finally:
         stop.set()
         await producer.stop()
         await client.aclose()
-    lat = [s - p for p, s in zip(sent_at, seen_at)]
+    # a marker never seen counts as infinitely late, so it lands in the upper percentiles
+    lat = [s - p for p, s in zip(sent_at, seen_at)] + [math.inf] * (len(sent_at) - len(seen_at))
     return {"sent": sent, "markers": len(sent_at), "seen": len(seen_at),
             "achieved_rate": sent / produced_s, "latencies": lat}
 
 
 def freshness_run(stack, records: list, work: Path, rate: float = 5000, seconds: float = 30,
-                  warmup: float = 5, publish_interval: float | None = None) -> dict:
+                  warmup: float = 5, **extra) -> dict:
     ts = TopicSet(uuid.uuid4().hex[:8]).create(stack.bootstrap)
     tag = uuid.uuid4().hex[:6]
-    extra = {} if publish_interval is None else {"CCPULSE_PUBLISH_INTERVAL_S": publish_interval}
     prefix = f"benchfresh{tag}:"
     env = ts.worker_env(stack, f"bench-fresh-{tag}", prefix, **extra)
     w = Worker(env, work / f"worker-fresh-{tag}.log")
@@ -691,7 +785,8 @@ def write_call_log(path: Path, calls: int, days: int, seed: int) -> dict:
             else:
                 answered = offered + wait
                 talk = lognormal(talk_mean[ch])
-                hold = rnd.uniform(5, min(120.0, talk)) if ch == "voice" and rnd.random() < 0.2 else 0
+                hold = (min(talk, rnd.uniform(5, 120.0)) * 0.9
+                        if ch == "voice" and rnd.random() < 0.2 else 0)
                 ended = answered + talk
                 row[4] = f"agent-{rnd.randrange(300):04d}"
                 row[7], row[9] = iso(answered), iso(ended)
@@ -782,6 +877,10 @@ def write_report(path: Path, r: dict) -> None:
     c = r["ceilings"]
     p1, p2 = r["pipeline"].get("1"), r["pipeline"].get("2")
     lines += ["## Throughput", "",
+              "The machine may be shared with other jobs while this runs: compare the ratios "
+              "within one run; absolute figures of repeated runs of the same code have varied "
+              "by up to 2× here. Worker CPU-s include the publish cycles, whose cost is per "
+              "second, not per event: a slower run spends more CPU per event.", "",
               "| run | events | seconds | events/s | vs bare Faust | vs raw getmany+msgspec | worker CPU-s |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     faust = c.get("faust", {}).get("rate")
@@ -791,12 +890,13 @@ def write_report(path: Path, r: dict) -> None:
                       ("bare Faust agent, counting only (tuned settings)", "faust")):
         x = c.get(key)
         if x:
+            cpu = f"{x['cpu_s']:.1f}" if "cpu_s" in x else "— (in the bench)"
             lines.append(f"| {name} | {x['events']:,} | {x['seconds']:.1f} | {fmt_rate(x['rate'])} "
-                         f"| {x['rate'] / faust:.2f}× | {x['rate'] / raw:.2f}× | "
-                         f"{x.get('cpu_s', float('nan')):.1f} |")
-    for n, p in (("1", p1), ("2", p2)):
+                         f"| {x['rate'] / faust:.2f}× | {x['rate'] / raw:.2f}× | {cpu} |")
+    names = {"1": "pipeline, 1 worker", "2": "pipeline, 2 workers"}
+    for n, p in r["pipeline"].items():
         if p:
-            lines.append(f"| pipeline, {n} worker{'s' if n == '2' else ''} (first event → "
+            lines.append(f"| {names.get(n, 'pipeline, ' + n)} (first event → "
                          f"last visible in Redis) | {p.events:,} | {p.seconds:.1f} | "
                          f"{fmt_rate(p.rate)} | {p.rate / faust:.2f}× | {p.rate / raw:.2f}× | "
                          f"{' + '.join(f'{x:.1f}' for x in p.cpu_s)} |")
@@ -824,8 +924,8 @@ def write_report(path: Path, r: dict) -> None:
             lines.append(
                 f"- {label}: {x['sent']:,} records at {x['achieved_rate']:,.0f}/s achieved, "
                 f"{x['seen']}/{x['markers']} markers seen; production → visible in Redis "
-                f"p50 {pct(lat, 50) * 1e3:.0f} ms, p95 {pct(lat, 95) * 1e3:.0f} ms, "
-                f"p99 {pct(lat, 99) * 1e3:.0f} ms, max {max(lat) * 1e3:.0f} ms "
+                f"p50 {fmt_ms(pct(lat, 50))}, p95 {fmt_ms(pct(lat, 95))}, "
+                f"p99 {fmt_ms(pct(lat, 99))}, max {fmt_ms(max(lat))} "
                 f"(worker CPU {x['cpu_s'] / x['duration']:.0%} of one core).")
         main = f.get(next(iter(f)))
         if main:
@@ -882,7 +982,7 @@ def write_report(path: Path, r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=400_000, help="size of the data set")
+    ap.add_argument("--events", type=int, default=300_000, help="size of the data set")
     ap.add_argument("--rate", type=float, default=4.0, help="simulated contacts/s at peak")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--month-calls", type=int, default=30_000)
@@ -891,7 +991,8 @@ def main() -> None:
     ap.add_argument("--big-calls", type=int, default=1_000_000)
     ap.add_argument("--fresh-rate", type=float, default=5000)
     ap.add_argument("--fresh-seconds", type=float, default=30)
-    ap.add_argument("--profile", action="store_true", help="py-spy a worker (needs py-spy)")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the py-spy sample of a worker (taken when py-spy is installed)")
     ap.add_argument("--only", default="", help="comma list: ceilings,pipeline,fresh,replay")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = ap.parse_args()
@@ -908,6 +1009,10 @@ def main() -> None:
         pass
     from stream import embedded
 
+    def on_term(signum, frame):  # noqa: ARG001 - SIGTERM cleans up like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     work = Path(tempfile.mkdtemp(prefix="ccpulse-bench-"))
     r: dict = {"machine": machine_info(), "argv": "".join(f" {a}" for a in sys.argv[1:]),
                "ceilings": {}, "pipeline": {}, "not_run": []}
@@ -949,26 +1054,35 @@ def main() -> None:
                 raw = r["ceilings"].get("msgspec", {}).get("rate")
                 if faust and raw:
                     say(f"  = {p.rate / faust:.2f}× bare Faust, {p.rate / raw:.2f}× raw getmany")
+            p = pipeline_run(stack, ts, ends, total, 1, work, "w1na",
+                             CCPULSE_PER_AGENT_KPIS="false")
+            r["pipeline"]["1 worker, per_agent_kpis=false"] = p
+            say(f"pipeline 1 worker, per_agent_kpis=false: {fmt_rate(p.rate)} events/s "
+                f"({p.events:,} in {p.seconds:.1f}s; worker CPU-s {p.cpu_s[0]:.1f})")
             if "1" in r["pipeline"] and "2" in r["pipeline"]:
                 say(f"  two workers / one: "
                     f"{r['pipeline']['2'].rate / r['pipeline']['1'].rate:.2f}×")
-        if args.profile:
+        if args.profile and want("pipeline"):
             r["profile"] = py_spy_profile(stack, ts, work)
-            say(r["profile"] or "py-spy not installed: .venv/bin/pip install py-spy")
+            say(r["profile"] or "py-spy not installed (.venv/bin/pip install py-spy): no profile")
         if want("fresh"):
             r["freshness"] = {}
             need = int(args.fresh_rate * (args.fresh_seconds + 6))
             load = records[-need:] if need <= len(records) else records
-            for label, interval in ((f"{args.fresh_rate:,.0f}/s, publish every 1 s (default)", None),
-                                    (f"{args.fresh_rate:,.0f}/s, publish every 0.5 s", 0.5)):
-                x = freshness_run(stack, load, work, args.fresh_rate, args.fresh_seconds,
-                                  publish_interval=interval)
+            variants = ((f"{args.fresh_rate:,.0f}/s, publish every 1 s (default)", {}),
+                        (f"{args.fresh_rate:,.0f}/s, per_agent_kpis=false",
+                         {"CCPULSE_PER_AGENT_KPIS": "false"}),
+                        ("1,000/s (default settings)", {"rate": 1000.0}))
+            for label, extra in variants:
+                extra = dict(extra)
+                rate = extra.pop("rate", args.fresh_rate)
+                x = freshness_run(stack, load, work, rate, args.fresh_seconds, **extra)
                 x["duration"] = args.fresh_seconds + 5
                 r["freshness"][label] = x
                 lat = x["latencies"]
                 say(f"freshness {label}: achieved {x['achieved_rate']:,.0f}/s, "
-                    f"{x['seen']}/{x['markers']} markers; p50 {pct(lat, 50) * 1e3:.0f} ms, "
-                    f"p95 {pct(lat, 95) * 1e3:.0f} ms, p99 {pct(lat, 99) * 1e3:.0f} ms")
+                    f"{x['seen']}/{x['markers']} markers; p50 {fmt_ms(pct(lat, 50))}, "
+                    f"p95 {fmt_ms(pct(lat, 95))}, p99 {fmt_ms(pct(lat, 99))}")
         del records
         if want("replay"):
             r["replay"], r["memory"] = {}, {}
@@ -976,9 +1090,10 @@ def main() -> None:
             if args.full:
                 runs.append(("big", args.big_calls, 30))
             else:
-                r["not_run"].append(f"replay of {args.big_calls:,} calls and the ≥ 5 M-event "
-                                    "memory run: `--full` (see the figures of the last --full run "
-                                    "in the issue notes)")
+                r["not_run"].append(f"replay of {args.big_calls:,} calls (≈ 5.6 M events) and "
+                                    "with it the ≥ 5 M-event memory run: only with `--full`; at "
+                                    "the month replay's rate above it needs rows × 3.7 / "
+                                    "(events/s) seconds")
             for label, calls, days in runs:
                 path = work / f"calls-{label}.csv"
                 t = time.perf_counter()
@@ -999,11 +1114,15 @@ def main() -> None:
                     say(f"  worker RSS first quartile {a:.0f} MiB → last quartile {b:.0f} MiB "
                         f"(max {max(x['rss']):.0f})")
                 path.unlink(missing_ok=True)
+        names_mem = {"1": "1 worker", "2": "2 workers"}
         for n, p in r["pipeline"].items():
             if p.rss_trend:
-                r.setdefault("memory", {})[f"pipeline run, {n} worker(s) (sum of RSS)"] = (
+                r.setdefault("memory", {})[
+                    f"pipeline run {names_mem.get(n, n)} (sum of RSS; the state fills up with "
+                    "the data set's 1½ h, so growth is expected here)"] = (
                     p.rss_trend[0], p.rss_trend[1], max(p.rss_mib), len(p.rss_mib))
     finally:
+        kill_children()
         stack.stop()
     out = Path(args.out)
     write_report(out, r)
