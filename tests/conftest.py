@@ -164,3 +164,16 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25, what: str
 
 def decoded(h: dict) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in h.items()}
+
+
+def scrape(worker: WorkerProc) -> dict[str, float]:
+    """A worker's /metrics as {series: value}."""
+    import urllib.request
+
+    text = urllib.request.urlopen(worker.url("/metrics"), timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 import redis as redis_sync
 
-from conftest import Topics, WorkerProc, decoded, produce, wait_for
+from conftest import Topics, WorkerProc, decoded, produce, scrape, wait_for
 from stream import embedded
 from stream.kpi.erlang import QueueLoad, Targets, positions_for, required_agents
 from stream.kpi.windows import iso_utc
@@ -325,14 +325,6 @@ def test_whatif_invalid_requests_name_the_fields(api_worker):
 # ------------------------------------------------------------------ live staffing
 
 
-def scrape(worker) -> dict[str, float]:
-    text = urllib.request.urlopen(worker.url("/metrics"), timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def test_live_staffing_of_a_steady_queue(stack, api_worker, api_topics, redis_client):

@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 
 import eventgen
 import oracle
-from conftest import WorkerProc, produce, wait_for
+from conftest import WorkerProc, produce, scrape, wait_for
 from stream import embedded
 
 FULL = os.environ.get("CCPULSE_CHAOS_FULL") == "1"
@@ -275,14 +275,6 @@ def assert_exact(client, prefix: str, expected: "Expected | list", timeout: floa
 # --------------------------------------------------------------------------- worker helpers
 
 
-def scrape(worker: WorkerProc) -> dict[str, float]:
-    text = urllib.request.urlopen(worker.url("/metrics"), timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def try_scrape(worker: WorkerProc) -> dict[str, float] | None:

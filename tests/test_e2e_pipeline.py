@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from conftest import decoded, produce, wait_for
+from conftest import decoded, produce, scrape, wait_for
 from stream.kpi.windows import iso_utc
 
 
@@ -33,14 +33,6 @@ def interaction(iid, queue, channel, offered, answered=None, agent="a1", ended=N
     return out
 
 
-def scrape(worker) -> dict[str, float]:
-    text = urllib.request.urlopen(worker.url("/metrics"), timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def test_known_stream_lands_exactly_in_redis_and_metrics(stack, unique, worker_factory, redis_client):
