@@ -191,7 +191,12 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
             return error(web, 405, "POST a JSON body")
         if (request.content_length or 0) > MAX_BODY:
             return error(web, 413, "body too large")  # refused before reading it
-        body = await request.content.read(MAX_BODY + 1)
+        body = b""
+        while len(body) <= MAX_BODY:  # read() returns what has arrived: loop to EOF or limit
+            chunk = await request.content.read(MAX_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
         if len(body) > MAX_BODY:
             return error(web, 413, "body too large")
         from .staffing import StaffingInputError, whatif
