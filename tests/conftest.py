@@ -123,19 +123,22 @@ def worker_factory(stack, unique, tmp_path):
             pass
 
 
-def produce(stack, topic: str, events: list[dict | bytes], key_field: str | None = None) -> dict:
-    """Produce events (dicts or raw bytes) in order; returns {partition: last_offset}."""
+def produce(stack, topic: str, events: list[dict | bytes | tuple], key_field: str | None = None) -> dict:
+    """Produce events in order — dicts (keyed by interaction or agent id), raw bytes, or
+    (value, key) pairs of raw bytes; returns {partition: last_offset}."""
     from aiokafka import AIOKafkaProducer
 
     async def go():
         producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=False,
-                                    acks="all", linger_ms=5)
+                                    acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024)
         await producer.start()
         last: dict[int, int] = {}
         try:
             futures = []
             for ev in events:
-                if isinstance(ev, (bytes, bytearray)):
+                if isinstance(ev, tuple):
+                    value, key = ev
+                elif isinstance(ev, (bytes, bytearray)):
                     value, key = bytes(ev), None
                 else:
                     value = orjson.dumps(ev)

@@ -644,22 +644,7 @@ def ghost_records(valid: list[dict], rnd: random.Random, n: int) -> tuple[list, 
 
 def produce_raw(stack, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> dict:
     """Produce (value, key) pairs in order; returns {partition: last offset}."""
-    from aiokafka import AIOKafkaProducer
-
-    async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=False,
-                                    acks="all", linger_ms=20, max_request_size=4 * 1024 * 1024)
-        await producer.start()
-        last: dict[int, int] = {}
-        try:
-            futures = [await producer.send(topic, value=v, key=k) for v, k in records]
-            for md in await asyncio.gather(*futures):
-                last[md.partition] = max(last.get(md.partition, -1), md.offset)
-        finally:
-            await producer.stop()
-        return last
-
-    return asyncio.run(go())
+    return produce(stack, topic, [tuple(r) for r in records])
 
 
 def read_topic(stack, topic: str, expected: int, timeout: float = 60.0) -> list:
