@@ -225,6 +225,7 @@ async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
         shard.minutes[_parse_bkey(raw_key.decode())] = b.unpack(_dec.decode(raw))
     for raw_key, raw in intervals.items():
         shard.intervals[_parse_bkey(raw_key.decode())] = b.unpack(_dec.decode(raw))
+    shard.rebuild_index()
     if isinstance(shard, InteractionShard):
         for iid, raw in items.items():
             shard.ix[iid.decode()] = unpack_ix(raw, shard)

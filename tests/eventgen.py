@@ -269,6 +269,10 @@ def _render(plan: InteractionPlan, acw_timeout_s: float) -> _Rendered:
         answered_at = answered_at or t
         agent = {"agent_id": leg.agent_id}
         for k, (before, length) in enumerate(leg.holds):
+            if k == 0 and i > 0:
+                # a hold in the very second of the transfer that opened this leg is ambiguous
+                # (legal-first puts it on the previous, still talking leg): ≥ 1 s later
+                before = max(before, 1)
             t = t + timedelta(seconds=before)
             add("interaction.hold_started", t, **agent, **base)
             t = t + timedelta(seconds=length)

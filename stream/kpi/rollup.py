@@ -5,11 +5,17 @@ several partitions or workers are combined by `merge` (elementwise addition), an
 turned into ratios. Rolling windows end with the current minute: `15m` is the current minute
 and the 14 before it, `1h` the current and 59 before, `today` everything since local
 midnight. Agent open spans (the state an agent is in right now) are added up to `now`.
+
+The queue side (center, queue, channel) reads the stores' agent-free sums and the agent side
+reads per-agent key sets, so a publish cycle can refresh every queue scope at a cost that
+does not grow with the number of agents, and the agent scopes one slice at a time.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import zlib
+from functools import lru_cache
+from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from . import buckets as b
@@ -31,57 +37,145 @@ def _add(target: dict, key, acc: list[float]) -> None:
                 cur[i] += v
 
 
-def window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo,
-                    per_agent: bool = True) -> Partial:
-    starts = {w: window_start(w, now, tz) for w in WINDOWS}
-    end = minute_of(now) + MINUTE
-    current_interval = interval_of(now)
-    by_key: dict[tuple, list[float]] = {}
-    for store in stores:
-        for (q, ch, agent, minute), acc in store.minutes.items():
-            if minute >= end:
+def _bounds(now: float, tz: ZoneInfo) -> tuple[dict[str, int], int, int]:
+    """Window starts, the end of the current minute, and the current interval's start."""
+    return ({w: window_start(w, now, tz) for w in WINDOWS}, minute_of(now) + MINUTE,
+            interval_of(now))
+
+
+def _bucket_windows(items, starts: dict[str, int], end: int, current_interval: int,
+                    out: dict, scope_key) -> None:
+    """Add minute buckets ((key, minute), acc) into the rolling windows and today's tail."""
+    s15, s1h, stoday = starts["15m"], starts["1h"], starts["today"]
+    for key, minute, acc in items:
+        if minute >= end:
+            continue
+        k = scope_key(key)
+        if minute >= s15:
+            _add(out, (k, "15m"), acc)
+        if minute >= s1h:
+            _add(out, (k, "1h"), acc)
+        if minute >= current_interval and minute >= stoday:
+            _add(out, (k, "today"), acc)
+
+
+def _open_spans(store: AgentShard, now: float, starts: dict[str, int], out: dict,
+                scope_key, want=None) -> None:
+    """Seconds of the spans agents are in right now, up to `now`, split over their queues."""
+    for agent, state, since, queues in store.open_spans(now):
+        slot = OCC_SLOT.get(state)
+        if slot is None or (want is not None and not want(agent)):
+            continue
+        targets = queues or ("",)
+        for w in WINDOWS:
+            seconds = now - max(since, starts[w])
+            if seconds <= 0:
                 continue
-            triple = (q, ch, agent)
-            if minute >= starts["15m"]:
-                _add(by_key, (triple, "15m"), acc)
-            if minute >= starts["1h"]:
-                _add(by_key, (triple, "1h"), acc)
-            if minute >= current_interval and minute >= starts["today"]:
-                _add(by_key, (triple, "today"), acc)
-        for (q, ch, agent, start), acc in store.intervals.items():
-            if starts["today"] <= start < current_interval:
-                _add(by_key, ((q, ch, agent), "today"), acc)
+            for q in targets:
+                key = (scope_key((q, "*", agent)), w)
+                acc = out.get(key)
+                if acc is None:
+                    acc = out[key] = b.new()
+                acc[slot] += seconds / len(targets)
+
+
+def queue_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo) -> Partial:
+    """(scope, window) accumulators of every scope but agents (incl. the internal channel mix).
+
+    Reads the agent-free sums, so its cost does not grow with the number of agents: this is
+    what every publish cycle computes.
+    """
+    starts, end, current = _bounds(now, tz)
+    by_key: dict[tuple, list[float]] = {}
+    no_agent = lambda key: (key[0], key[1], "")  # noqa: E731
+    for store in stores:
+        _bucket_windows((((q, ch, ""), m, acc) for (q, ch, m), acc in store.qminutes.items()),
+                        starts, end, current, by_key, no_agent)
+        for (q, ch, start), acc in store.qintervals.items():
+            if starts["today"] <= start < current:
+                _add(by_key, ((q, ch, ""), "today"), acc)
         if isinstance(store, AgentShard):
-            for agent, state, since, queues in store.open_spans(now):
-                slot = OCC_SLOT.get(state)
-                if slot is None:
-                    continue
-                targets = queues or ("",)
-                for w in WINDOWS:
-                    seconds = now - max(since, starts[w])
-                    if seconds <= 0:
-                        continue
-                    for q in targets:
-                        acc = by_key.setdefault(((q, "*", agent), w), b.new())
-                        acc[slot] += seconds / len(targets)
+            _open_spans(store, now, starts, by_key, no_agent)
     out: Partial = {}
     for (triple, w), acc in by_key.items():
-        for scope in scopes_of(triple, per_agent, mix=True):
+        for scope in scopes_of(triple, False, mix=True):
             _add(out, (scope, w), acc)
+    return out
+
+
+def agent_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo,
+                          want: Callable[[str], bool] | None = None) -> Partial:
+    """(agent:<id>, window) accumulators of the agents `want` accepts (all when None)."""
+    starts, end, current = _bounds(now, tz)
+    out: Partial = {}
+    scope = lambda key: "agent:" + key[2]  # noqa: E731
+    for store in stores:
+        minutes, intervals = store.minutes, store.intervals
+        for agent, keys in store.agent_minutes.items():
+            if want is None or want(agent):
+                _bucket_windows(((k, k[3], minutes[k]) for k in keys), starts, end, current,
+                                out, scope)
+        for agent, keys in store.agent_intervals.items():
+            if want is None or want(agent):
+                for k in keys:
+                    if starts["today"] <= k[3] < current:
+                        _add(out, ("agent:" + agent, "today"), intervals[k])
+        if isinstance(store, AgentShard):
+            _open_spans(store, now, starts, out, scope, want)
+    return out
+
+
+def window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo,
+                    per_agent: bool = True) -> Partial:
+    """Every scope's (scope, window) accumulators: the queue side plus, with `per_agent`, all agents."""
+    stores = list(stores)
+    out = queue_window_partials(stores, now, tz)
+    if per_agent:
+        out.update(agent_window_partials(stores, now, tz))
+    return out
+
+
+def queue_interval_partials(stores: Iterable[BucketStore], starts: set[int] | None) -> Partial:
+    """(scope, interval_start) accumulators of every scope but agents (None = all starts)."""
+    out: Partial = {}
+    for store in stores:
+        for (q, ch, start), acc in store.qintervals.items():
+            if starts is not None and start not in starts:
+                continue
+            for scope in scopes_of((q, ch, ""), False):
+                _add(out, (scope, start), acc)
+    return out
+
+
+def agent_interval_partials(stores: Iterable[BucketStore], starts: set[int] | None,
+                            want: Callable[[str], bool] | None = None) -> Partial:
+    """(agent:<id>, interval_start) accumulators of the agents `want` accepts."""
+    out: Partial = {}
+    for store in stores:
+        intervals = store.intervals
+        for agent, keys in store.agent_intervals.items():
+            if want is not None and not want(agent):
+                continue
+            for k in keys:
+                if starts is None or k[3] in starts:
+                    _add(out, ("agent:" + agent, k[3]), intervals[k])
     return out
 
 
 def interval_partials(stores: Iterable[BucketStore], starts: set[int] | None,
                       per_agent: bool = True) -> Partial:
     """(scope, interval_start) accumulators for the given interval starts (None = all)."""
-    out: Partial = {}
-    for store in stores:
-        for (q, ch, agent, start), acc in store.intervals.items():
-            if starts is not None and start not in starts:
-                continue
-            for scope in scopes_of((q, ch, agent), per_agent):
-                _add(out, (scope, start), acc)
+    stores = list(stores)
+    out = queue_interval_partials(stores, starts)
+    if per_agent:
+        out.update(agent_interval_partials(stores, starts))
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def agent_slice(agent: str, slices: int) -> int:
+    """The slice of agents an agent's scope is published with (stable across workers)."""
+    return zlib.crc32(agent.encode()) % slices
 
 
 def merge(partials: Iterable[Partial]) -> Partial:

@@ -4,6 +4,12 @@ Shared by the interaction and agent shards. Minute buckets serve the rolling 15m
 windows and are kept `minute_retention_s`; interval buckets serve `today`, the interval
 history and late events, and are kept for the retention. Every change is remembered as
 dirty (for the checkpoint) and its interval as changed (for the interval history).
+
+Two derived indexes keep the publish cycle independent of the number of agents: agent-free
+sums per (queue, channel, start) — exactly the sum of that key's agent buckets — feed the
+center, queue and channel scopes every cycle, and per-agent key sets let the agent scopes be
+published a slice of agents at a time. Neither is checkpointed: `rebuild_index` derives
+them from the buckets after a restore.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ class BucketStore:
         self.minute_retention_s = minute_retention_s
         self.minutes: dict[tuple, list[float]] = {}
         self.intervals: dict[tuple, list[float]] = {}
+        # derived (see the module docstring): (q, ch, start) sums and agent -> bucket keys
+        self.qminutes: dict[tuple, list[float]] = {}
+        self.qintervals: dict[tuple, list[float]] = {}
+        self.agent_minutes: dict[str, set[tuple]] = {}
+        self.agent_intervals: dict[str, set[tuple]] = {}
         self.clock = 0.0
         self.max_ts = 0.0  # event-time watermark of this shard
         self.dirty_minutes: set[tuple] = set()
@@ -36,14 +47,28 @@ class BucketStore:
             acc = self.minutes.get(mkey)
             if acc is None:
                 acc = self.minutes[mkey] = b.new()
+                if agent:
+                    self.agent_minutes.setdefault(agent, set()).add(mkey)
             b.apply(acc, delta, sign)
             self.dirty_minutes.add(mkey)
+            qkey = (q, ch, minute)
+            acc = self.qminutes.get(qkey)
+            if acc is None:
+                acc = self.qminutes[qkey] = b.new()
+            b.apply(acc, delta, sign)
         interval = interval_of(ts)
         if interval >= self.clock - self.retention_s - INTERVAL:
             ikey = (q, ch, agent, interval)
             acc = self.intervals.get(ikey)
             if acc is None:
                 acc = self.intervals[ikey] = b.new()
+                if agent:
+                    self.agent_intervals.setdefault(agent, set()).add(ikey)
+            b.apply(acc, delta, sign)
+            qkey = (q, ch, interval)
+            acc = self.qintervals.get(qkey)
+            if acc is None:
+                acc = self.qintervals[qkey] = b.new()
             b.apply(acc, delta, sign)
             self.dirty_intervals.add(ikey)
             self.changed_intervals.add(interval)
@@ -78,8 +103,40 @@ class BucketStore:
         for key in [k for k in self.minutes if k[3] < horizon]:
             del self.minutes[key]
             self.dirty_minutes.add(key)
+            _unindex(self.agent_minutes, key)
+        for key in [k for k in self.qminutes if k[2] < horizon]:
+            del self.qminutes[key]
         ihorizon = now - self.retention_s - INTERVAL
         unpublished = self.changed_intervals
         for key in [k for k in self.intervals if k[3] < ihorizon and k[3] not in unpublished]:
             del self.intervals[key]
             self.dirty_intervals.add(key)
+            _unindex(self.agent_intervals, key)
+        for key in [k for k in self.qintervals if k[2] < ihorizon and k[2] not in unpublished]:
+            del self.qintervals[key]
+
+    def rebuild_index(self) -> None:
+        """Derive the agent-free sums and the agent key sets from the buckets (after a restore)."""
+        for source, sums, index in ((self.minutes, self.qminutes, self.agent_minutes),
+                                    (self.intervals, self.qintervals, self.agent_intervals)):
+            sums.clear()
+            index.clear()
+            for key, acc in source.items():
+                q, ch, agent, start = key
+                cur = sums.get((q, ch, start))
+                if cur is None:
+                    sums[(q, ch, start)] = list(acc)
+                else:
+                    b.add_into(cur, acc)
+                if agent:
+                    index.setdefault(agent, set()).add(key)
+
+
+def _unindex(index: dict[str, set[tuple]], key: tuple) -> None:
+    agent = key[2]
+    if agent:
+        keys = index.get(agent)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del index[agent]
