@@ -114,6 +114,11 @@ class ShardKeys:
         self.intervals = base + "iv"
         self.index = base + "hx"
         self.partial = f"{prefix}part:{shard}"
+        self.prefix, self.shard = prefix, shard
+
+    def agent_partial(self, slice_: int) -> str:
+        """The shard's agent-scope window partials of one slice of agents."""
+        return f"{self.prefix}apart:{self.shard}:{slice_}"
 
 
     def all(self) -> list[str]:

@@ -156,6 +156,8 @@ class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     timezone: str = "UTC"
     clock: Literal["wall", "event"] = "wall"
     publish_interval_s: float = 1.0
+    # every agent scope is refreshed within this (a slice of the agents per publish cycle)
+    agent_publish_interval_s: float = 10.0
     partitions: int = 4
     topic_interactions: str = "cc.interactions"
     topic_agents: str = "cc.agent-states"
@@ -270,6 +272,8 @@ def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None =
         raise ConfigError(f"invalid setting: timezone {settings.timezone!r} is not an IANA zone") from exc
     if settings.publish_interval_s <= 0:
         raise ConfigError("invalid setting: publish_interval_s must be > 0")
+    if settings.agent_publish_interval_s <= 0:
+        raise ConfigError("invalid setting: agent_publish_interval_s must be > 0")
     if not settings.redis_prefix:
         raise ConfigError("invalid setting: redis_prefix must not be empty")
     _check_tls_files(settings)

@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from .config import ConfigError, Settings
 from .kpi.agents import AgentShard
 from .kpi.engine import Engine
-from .kpi.rollup import merge
+from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_window_partials,
+                         merge, queue_interval_partials, queue_window_partials)
 from .sinks.prometheus_sink import Metrics
-from .sinks.redis_sink import RedisSink
-from .view import LiveMerged, View, build_view
+from .sinks.redis_sink import AgentParts, AgentView, RedisSink
+from .view import LiveMerged, View, build_view, scope_kpis
 
 log = logging.getLogger("ccpulse.pipeline")
 
@@ -196,6 +197,12 @@ class Pipeline:
         self._pending_customers: list = []
         self.fatal: str | None = None
         self.on_fatal = _terminate_process  # replaced in tests
+        # agent scopes: refreshed one slice of agents per cycle, every slice within
+        # agent_publish_interval_s, so a cycle's cost does not grow with the agents
+        self.agent_slices = max(1, round(cfg.agent_publish_interval_s / cfg.publish_interval_s))
+        self._agent_turn = 0
+        self._agent_starts: list[set[int]] = [set() for _ in range(self.agent_slices)]
+        self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -538,8 +545,33 @@ class Pipeline:
         await asyncio.gather(*futures)
         self._pending_dead = []
 
+    def _agent_parts(self, now: float, full: bool) -> AgentParts | None:
+        """The agent side of this cycle: the next slice of agents (all slices after a full
+        save), with every interval changed since that slice was last published."""
+        if not self.cfg.per_agent_kpis:
+            return None
+        k = self.agent_slices
+        if full:
+            every = {start for shard in self.owned.values() for start in
+                     {key[3] for key in shard.intervals}}
+            for pending in self._agent_starts:
+                pending |= every
+        slices = list(range(k)) if full else [self._agent_turn % k]
+        parts = AgentParts(slices, {s: set(self._agent_starts[s]) for s in slices})
+        tz = self.cfg.tz
+        for name, shard in self.owned.items():
+            parts.windows[name], parts.intervals[name] = {}, {}
+            for s in slices:
+                def want(agent: str, s=s) -> bool:
+                    return agent_slice(agent, k) == s
+                parts.windows[name][s] = agent_window_partials([shard], now, tz, want)
+                parts.intervals[name][s] = agent_interval_partials([shard], parts.starts[s],
+                                                                   want)
+        return parts
+
     async def _save(self, now: float, closed: dict[str, set] | None = None):
-        """Checkpoint every owned shard with its partials; returns own partials and intervals."""
+        """Checkpoint every owned shard with its partials; returns own partials, intervals,
+        the changed intervals and the agent side of this cycle."""
         partials, ivpartials = {}, {}
         if closed is None:
             closed = {name: set(shard.changed_intervals) for name, shard in self.owned.items()}
@@ -550,16 +582,21 @@ class Pipeline:
         # an interval changed in any owned shard is rewritten from ALL owned shards: the
         # published hash is their sum (plus foreign shards' ivparts), never one shard's part
         starts = set().union(*closed.values()) if closed else set()
+        for pending in self._agent_starts:
+            pending |= starts
+        tz = self.cfg.tz
         for name, shard in self.owned.items():
-            windows = self.engine.windows(now, stores=[shard])
+            windows = queue_window_partials([shard], now, tz)
             live = self.engine.live(now, stores=[shard])
             partials[name] = (windows, LiveMerged(live.waiting, live.agents, live.capacity,
                                                   live.at_risk))
             # every changed interval is (re)written, the open one included, so a replay's
             # last interval reaches the history too; it is rewritten while it still changes
-            ivpartials[name] = self.engine.intervals(starts, stores=[shard])
-        await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now, full)
-        return partials, ivpartials, closed
+            ivpartials[name] = queue_interval_partials([shard], starts)
+        agents = self._agent_parts(now, full)
+        await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now, full,
+                                    agents)
+        return partials, ivpartials, closed, agents
 
     def all_shard_names(self) -> list[str]:
         assert self.consumer is not None
@@ -588,7 +625,7 @@ class Pipeline:
             raise
 
     async def _publish(self, now: float, taken: dict[str, set]) -> bool:
-        partials, ivpartials, closed = await self._save(now, taken)
+        partials, ivpartials, closed, agent_parts = await self._save(now, taken)
         own_windows = [w for w, _ in partials.values()]
         own_live = [lv for _, lv in partials.values()]
         others = [n for n in self.all_shard_names() if n not in self.owned]
@@ -604,11 +641,45 @@ class Pipeline:
             for part in [*own_live, *f_live]:
                 live.add(part)
             view = build_view(windows, live, self.cfg, now, time.time(), self.staffing)
+            agents = None
+            if agent_parts is not None:
+                agents = await self._merge_agents(agent_parts, others)
+                docs = self._agent_docs(agents)
+                view.kpi.update(docs)
             scopes = ["center", *[f"queue:{q}" for q in view.queues]]
-            await self.sink.write_view(view, intervals, scopes, sole_writer=not others)
+            await self.sink.write_view(view, intervals, scopes, sole_writer=not others,
+                                       agents=agents)
+        if agents is not None:  # published: these slices are done until their next turn
+            for s in agents.slices:
+                self._agent_starts[s] -= agent_parts.starts[s]
+            self._agent_turn += 1
+            self.agent_kpi = docs
         self.view = view
         self.last_publish_ok = time.time()
         return True
+
+    async def _merge_agents(self, parts: AgentParts, others: list[str]) -> AgentView:
+        """Own and other shards' partials of the refreshed agent slices, merged and turned
+        into KPI documents; interval sums re-added from every shard's saved part."""
+        f_windows, _, _ = await self.sink.foreign_partials(others, parts.slices)
+        own = [w for per_slice in parts.windows.values() for w in per_slice.values()]
+        windows = merge([*own, *f_windows])
+        docs: dict[str, dict[str, dict]] = {}
+        for (scope, window), acc in windows.items():
+            docs.setdefault(scope, {})[window] = scope_kpis(scope, acc, self.cfg, {})
+        intervals: Partial = {}
+        names = self.all_shard_names()
+        for s in parts.slices:
+            intervals.update(await self.sink.foreign_intervals(names, parts.starts[s], s))
+        return AgentView(parts.slices, self.agent_slices, docs, intervals)
+
+    def _agent_docs(self, agents: AgentView) -> dict[str, dict[str, dict]]:
+        """Every agent scope as last published: the refreshed slices replace theirs."""
+        fresh = set(agents.slices)
+        out = {scope: per for scope, per in self.agent_kpi.items()
+               if agent_slice(scope[6:], self.agent_slices) not in fresh}
+        out.update(agents.docs)
+        return out
 
     # -- monitoring -----------------------------------------------------------------
 

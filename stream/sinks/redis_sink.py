@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 from .. import checkpoint as ck
 from ..config import Settings
 from ..kpi import buckets as b
-from ..kpi.rollup import Partial
+from ..kpi.rollup import Partial, agent_slice
 from ..kpi.windows import iso_local
 from ..view import LiveMerged, View, interval_doc
 
@@ -80,6 +81,27 @@ def connect(target: str | Settings, **kw: Any) -> aioredis.Redis:
                              health_check_interval=10, **kw)
 
 
+@dataclass
+class AgentParts:
+    """One cycle's agent-side partials, to be saved per shard: the refreshed slices, each
+    slice's changed interval starts, and per shard and slice the window and interval sums."""
+
+    slices: list[int]
+    starts: dict[int, set[int]]
+    windows: dict[str, dict[int, Partial]] = field(default_factory=dict)
+    intervals: dict[str, dict[int, Partial]] = field(default_factory=dict)
+
+
+@dataclass
+class AgentView:
+    """The merged agent scopes of the refreshed slices, to be written with the view."""
+
+    slices: list[int]
+    slice_count: int
+    docs: dict[str, dict[str, dict]]  # agent:<id> -> window -> KPI fields
+    intervals: Partial  # (agent:<id>, start) -> sums
+
+
 class RedisReset(RuntimeError):
     """Redis no longer holds this worker's saves (restarted empty or flushed)."""
 
@@ -99,6 +121,7 @@ class RedisSink:
         # index: a hash whose numbers did not change only gets its timestamps rewritten
         self._view_cache: dict[str, dict[str, str]] = {}
         self._index: set[str] | None = None
+        self._agent_index: dict[int, set[str]] = {}  # slice -> agent hash keys written
         self._release = self.redis.register_script(_RELEASE)
 
     def k(self, *parts: str) -> str:
@@ -121,12 +144,13 @@ class RedisSink:
     async def save_shards(self, shards: dict[str, Any], offsets: dict[str, dict[str, int]],
                           partials: dict[str, tuple[Partial, LiveMerged]],
                           ivpartials: dict[str, Partial], as_of: float,
-                          full: bool = False) -> None:
+                          full: bool = False, agents: "AgentParts | None" = None) -> None:
         """Save state + offsets + partials of every owned shard in one transaction.
 
         `full` rewrites each shard's whole state (after `needs_full_save`). The transaction
         WATCHes this worker's marker, so a Redis that lost its data between that check and
         this save makes the save fail instead of leaving a partial checkpoint behind.
+        `agents` adds the agent-scope partials of the slices this cycle refreshes.
         """
         pipe = self.redis.pipeline(transaction=True)
         tokens: list = []
@@ -158,6 +182,8 @@ class RedisSink:
                     key = self.k("ivpart", name, str(start))
                     pipe.hset(key, mapping=fields)
                     pipe.expire(key, INTERVAL_TTL_S + 86400)
+                if agents is not None:
+                    self._stage_agent_parts(pipe, keys, agents, as_of)
             mark = str(self._saves + 1).encode()
             pipe.set(self.marker, mark, ex=MARKER_TTL_S)
             await pipe.execute()
@@ -170,6 +196,28 @@ class RedisSink:
         finally:
             with contextlib.suppress(Exception):
                 await pipe.reset()
+
+    def _stage_agent_parts(self, pipe, keys: ck.ShardKeys, agents: "AgentParts",
+                           as_of: float) -> None:
+        """Replace the shard's partials of each refreshed slice: windows, then intervals."""
+        windows = agents.windows.get(keys.shard, {})
+        intervals = agents.intervals.get(keys.shard, {})
+        for s in agents.slices:
+            key = keys.agent_partial(s)
+            mapping = {f"{scope}|{w}": ck.encode(b.pack(acc))
+                       for (scope, w), acc in windows.get(s, {}).items()}
+            mapping["__as_of"] = repr(as_of)
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            by_start: dict[int, dict] = {start: {} for start in agents.starts[s]}
+            for (scope, start), acc in intervals.get(s, {}).items():
+                by_start.setdefault(start, {})[scope] = ck.encode(b.pack(acc))
+            for start, fields in by_start.items():
+                ikey = self.k("ivapart", keys.shard, str(s), str(start))
+                pipe.delete(ikey)
+                if fields:
+                    pipe.hset(ikey, mapping=fields)
+                    pipe.expire(ikey, INTERVAL_TTL_S + 86400)
 
     async def restore_shard(self, name: str, shard: Any) -> dict[str, int]:
         return await ck.restore(self.redis, ck.ShardKeys(self.prefix, name), shard)
@@ -194,13 +242,20 @@ class RedisSink:
             with contextlib.suppress(Exception):
                 await self._release(keys=[key], args=[token])
 
-    async def foreign_partials(self, names: Iterable[str]) -> tuple[list[Partial], list[LiveMerged], float | None]:
+    async def foreign_partials(self, names: Iterable[str], slices: Iterable[int] | None = None
+                               ) -> tuple[list[Partial], list[LiveMerged], float | None]:
+        """Other shards' window partials: the queue side, or with `slices` those agent slices."""
         names = list(names)
         if not names:
             return [], [], None
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(ck.ShardKeys(self.prefix, name).partial)
+            keys = ck.ShardKeys(self.prefix, name)
+            if slices is None:
+                pipe.hgetall(keys.partial)
+            else:
+                for s in slices:
+                    pipe.hgetall(keys.agent_partial(s))
         partials, lives, oldest = [], [], None
         for raw in await pipe.execute():
             if not raw:
@@ -219,8 +274,10 @@ class RedisSink:
             partials.append(part)
         return partials, lives, oldest
 
-    async def foreign_intervals(self, names: Iterable[str], starts: Iterable[int]) -> Partial:
-        """Sum other shards' interval partials for the given interval starts."""
+    async def foreign_intervals(self, names: Iterable[str], starts: Iterable[int],
+                                slice_: int | None = None) -> Partial:
+        """Sum shards' interval partials for the given interval starts: the queue side, or
+        with `slice_` that slice of agents."""
         names, starts = list(names), sorted(set(starts))
         out: Partial = {}
         if not names or not starts:
@@ -228,7 +285,10 @@ class RedisSink:
         pipe = self.redis.pipeline(transaction=False)
         keys = [(name, start) for name in names for start in starts]
         for name, start in keys:
-            pipe.hgetall(self.k("ivpart", name, str(start)))
+            if slice_ is None:
+                pipe.hgetall(self.k("ivpart", name, str(start)))
+            else:
+                pipe.hgetall(self.k("ivapart", name, str(slice_), str(start)))
         for (_, start), raw in zip(keys, await pipe.execute()):
             for field, value in raw.items():
                 acc = b.unpack(ck.decode(value))
@@ -240,33 +300,41 @@ class RedisSink:
         return out
 
     async def write_view(self, view: View, intervals: Partial, snapshot_scopes: Iterable[str],
-                         sole_writer: bool = False) -> None:
+                         sole_writer: bool = False, agents: "AgentView | None" = None) -> None:
         """Write KPI, load, interval history, snapshot and the updates message atomically.
 
-        A `sole_writer` (a worker that owns every partition) remembers what it wrote: a hash
-        whose numbers are unchanged gets only its timestamps (thousands of agent hashes are
-        mostly unchanged from one second to the next). With several writers every hash is
-        rewritten whole, because another worker may have written it in between.
+        `view.kpi`'s center, queue and channel scopes are written every cycle; agent scopes
+        only for the slices in `agents` (each slice has its own key index, so the hashes of
+        the other slices stay as they were). A `sole_writer` (a worker that owns every
+        partition) remembers what it wrote: a hash whose numbers are unchanged gets only its
+        timestamps. With several writers every hash is rewritten whole, because another
+        worker may have written it in between.
         """
         cfg, tz = self.cfg, self.cfg.tz
         stamp = {"updated_at": _iso(view.updated_at), "as_of": _iso(view.as_of)}
         load_stamp = {"updated_at": stamp["updated_at"]}
-        index_key = self.k("index")
         if not sole_writer or self.seq % 60 == 0:  # and a whole rewrite once a minute anyway
             self._view_cache.clear()
             self._index = None
-        if self._index is None:
-            previous = {m.decode() for m in await self.redis.smembers(index_key)}
-        else:
-            previous = self._index
+            self._agent_index.clear()
+        slices = agents.slices if agents is not None else []
+        groups = {self.k("index"): self._index,
+                  **{self.k("index", "agents", str(s)): self._agent_index.get(s) for s in slices}}
+        unknown = [key for key, members in groups.items() if members is None]
+        if unknown:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in unknown:
+                pipe.smembers(key)
+            for key, members in zip(unknown, await pipe.execute()):
+                groups[key] = {m.decode() for m in members}
         pipe = self.redis.pipeline(transaction=True)
-        written: set[str] = set()
+        written: dict[str, set[str]] = {key: set() for key in groups}
         cache = self._view_cache
         new_cache: dict[str, dict[str, str]] = {}
 
-        def put(key: str, doc: dict, key_stamp: dict[str, str]) -> None:
+        def put(group: set[str], key: str, doc: dict, key_stamp: dict[str, str]) -> None:
             fields = hash_fields(doc, {})
-            written.add(key)
+            group.add(key)
             new_cache[key] = fields
             if cache.get(key) == fields:
                 pipe.hset(key, mapping=key_stamp)
@@ -274,42 +342,64 @@ class RedisSink:
                 pipe.delete(key)
                 pipe.hset(key, mapping={**fields, **key_stamp})
 
+        queue_side = written[self.k("index")]
         for scope, per in view.kpi.items():
-            for window, doc in per.items():
-                put(self.k("kpi", scope, window), doc, stamp)
+            if not scope.startswith("agent:"):
+                for window, doc in per.items():
+                    put(queue_side, self.k("kpi", scope, window), doc, stamp)
         for scope, doc in view.load.items():
-            put(self.k("load", scope), doc, load_stamp)
+            put(queue_side, self.k("load", scope), doc, load_stamp)
         for scope, rows in view.at_risk.items():
             key = self.k("atrisk", scope)
-            written.add(key)
+            queue_side.add(key)
             pipe.delete(key)
             if rows:
                 pipe.hset(key, mapping={r["interaction_id"]: orjson.dumps(r) for r in rows})
-        for (scope, start), acc in sorted(intervals.items(), key=lambda kv: kv[0][1]):
+        history = dict(intervals)
+        if agents is not None:
+            for scope, per in agents.docs.items():
+                group = written[self.k("index", "agents",
+                                       str(agent_slice(scope[6:], agents.slice_count)))]
+                for window, doc in per.items():
+                    put(group, self.k("kpi", scope, window), doc, stamp)
+            history.update(agents.intervals)
+        for (scope, start), acc in sorted(history.items(), key=lambda kv: kv[0][1]):
             start_iso = iso_local(start, tz)
             doc = interval_doc(scope, start_iso, acc)
-            self.interval_cache[(scope, start)] = doc
+            if not scope.startswith("agent:"):
+                self.interval_cache[(scope, start)] = doc
             key = self.k("interval", scope, start_iso)
             pipe.delete(key)
             pipe.hset(key, mapping=hash_fields(doc, {"updated_at": stamp["updated_at"]}))
             pipe.expire(key, INTERVAL_TTL_S)
             pipe.zadd(self.k("intervals", scope), {start_iso: start})
             self.index_scopes.add(scope)
-        stale = previous - written
-        if stale:
-            pipe.delete(*stale)
-        if written != previous:
-            pipe.delete(index_key)
-            pipe.sadd(index_key, *written)
+        stale_all: set[str] = set()
+        for index_key, previous in groups.items():
+            now_written = written[index_key]
+            stale = previous - now_written
+            if stale:
+                pipe.delete(*stale)
+                stale_all |= stale
+            if now_written != previous:
+                pipe.delete(index_key)
+                if now_written:
+                    pipe.sadd(index_key, *now_written)
         snapshot = view.snapshot(cfg, self.today_intervals(view.as_of, snapshot_scopes))
         pipe.set(self.k("snapshot"), orjson.dumps(snapshot))
         self.seq += 1
         pipe.publish(self.k("updates"), orjson.dumps(
             {"as_of": stamp["as_of"], "updated_at": stamp["updated_at"], "seq": self.seq}))
-        self._view_cache, self._index = {}, None  # unknown until this transaction succeeds
+        kept, self._view_cache, self._index = cache, {}, None  # unknown until this succeeds
+        agent_index, self._agent_index = self._agent_index, {}
         await pipe.execute()
         if sole_writer:
-            self._view_cache, self._index = new_cache, written
+            for key in stale_all:
+                kept.pop(key, None)
+            kept.update(new_cache)
+            self._view_cache, self._index = kept, written[self.k("index")]
+            agent_index.update({s: written[self.k("index", "agents", str(s))] for s in slices})
+            self._agent_index = agent_index
 
     async def prune_interval_index(self) -> int:
         """Drop index members whose interval hash has expired (TTL counts from the write, so
