@@ -213,6 +213,29 @@ class Worker(Proc):
         except Exception:
             return None
 
+    def cycle_stats(self) -> dict | None:
+        """Publish cycles so far from the worker's cc_publish_cycle_seconds histogram."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics",
+                                        timeout=2) as resp:
+                text = resp.read().decode()
+        except Exception:
+            return None
+        buckets, total, n = {}, 0.0, 0
+        for line in text.splitlines():
+            if line.startswith("cc_publish_cycle_seconds_bucket"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[le] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cc_publish_cycle_seconds_sum"):
+                total = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cc_publish_cycle_seconds_count"):
+                n = int(float(line.rsplit(" ", 1)[1]))
+        if not n:
+            return None
+        share = {le: c / n for le, c in buckets.items()}
+        return {"cycles": n, "mean_ms": total / n * 1000, "le_100ms": share.get("0.1", 0.0),
+                "le_300ms": share.get("0.3", 0.0)}
+
     def events(self) -> int:
         h = self.get("/healthz")
         return int(h["events"]) if h else 0
@@ -701,7 +724,7 @@ async def paced_load(bootstrap: str, redis_url: str, prefix: str, ts: TopicSet, 
 
 
 def freshness_run(stack, records: list, work: Path, rate: float = 5000, seconds: float = 30,
-                  warmup: float = 5, **extra) -> dict:
+                  warmup: float = 5, profile: bool = False, **extra) -> dict:
     ts = TopicSet(uuid.uuid4().hex[:8]).create(stack.bootstrap)
     tag = uuid.uuid4().hex[:6]
     prefix = f"benchfresh{tag}:"
@@ -715,10 +738,27 @@ def freshness_run(stack, records: list, work: Path, rate: float = 5000, seconds:
             time.sleep(0.1)
         time.sleep(1.0)
         cpu0 = cpu_seconds(w.pid)
+        others = {"broker": stack.broker.proc.pid, "redis": stack.redis.proc.pid,
+                  "bench (producer + poller)": os.getpid()}
+        others0 = {k: cpu_seconds(pid) for k, pid in others.items()}
+        spy_proc = None
+        spy = Path(sys.executable).parent / "py-spy"
+        if profile and spy.exists():
+            spy_out = work / f"py-spy-fresh-{tag}.txt"
+            spy_proc = subprocess.Popen(
+                [str(spy), "record", "--pid", str(w.pid), "--duration", str(int(seconds)),
+                 "--format", "raw", "--output", str(spy_out), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         res = asyncio.run(paced_load(stack.bootstrap, stack.redis_url, prefix, ts, records, rate,
                                      seconds, warmup, 0.1))
+        if spy_proc is not None:
+            with contextlib.suppress(Exception):
+                spy_proc.wait(60)
+                res["profile"] = summarize_py_spy(spy_out)
         res["cpu_s"] = cpu_seconds(w.pid) - cpu0
+        res["others_cpu_s"] = {k: cpu_seconds(pid) - others0[k] for k, pid in others.items()}
         res["rss_mib"] = rss_mib(w.pid)
+        res["cycles"] = w.cycle_stats()
         return res
     finally:
         w.stop()
@@ -843,6 +883,13 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float) -> 
 # ---------------------------------------------------------------------------------------
 
 
+def cycles_text(c: dict | None) -> str:
+    if not c:
+        return "publish cycles: not scraped"
+    return (f"{c['cycles']:,} publish cycles, mean {c['mean_ms']:.0f} ms, "
+            f"{c['le_100ms']:.0%} ≤ 100 ms, {c['le_300ms']:.0%} ≤ 300 ms")
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -926,7 +973,10 @@ def write_report(path: Path, r: dict) -> None:
                 f"{x['seen']}/{x['markers']} markers seen; production → visible in Redis "
                 f"p50 {fmt_ms(pct(lat, 50))}, p95 {fmt_ms(pct(lat, 95))}, "
                 f"p99 {fmt_ms(pct(lat, 99))}, max {fmt_ms(max(lat))} "
-                f"(worker CPU {x['cpu_s'] / x['duration']:.0%} of one core).")
+                f"(CPU, share of one core: worker {x['cpu_s'] / x['duration']:.0%}, "
+                + ", ".join(f"{k} {v / x['duration']:.0%}"
+                            for k, v in x.get("others_cpu_s", {}).items()) + "; "
+                + f"{cycles_text(x.get('cycles'))}).")
         main = f.get(next(iter(f)))
         if main:
             lines.append(f"- Target p99 ≤ 1 s at 5k/s: {verdict(pct(main['latencies'], 99) <= 1.0)}.")
@@ -991,6 +1041,11 @@ def main() -> None:
     ap.add_argument("--big-calls", type=int, default=1_000_000)
     ap.add_argument("--fresh-rate", type=float, default=5000)
     ap.add_argument("--fresh-seconds", type=float, default=30)
+    ap.add_argument("--fresh-profile", action="store_true",
+                    help="py-spy each freshness run (printed, not written to the report)")
+    ap.add_argument("--fresh-variants", default="",
+                    help="comma list of freshness variant numbers (0 default settings, "
+                         "1 publish 0.25 s, 2 per_agent_kpis=false, 3 1,000/s)")
     ap.add_argument("--no-profile", dest="profile", action="store_false",
                     help="skip the py-spy sample of a worker (taken when py-spy is installed)")
     ap.add_argument("--only", default="", help="comma list: ceilings,pipeline,fresh,replay")
@@ -1069,20 +1124,33 @@ def main() -> None:
             r["freshness"] = {}
             need = int(args.fresh_rate * (args.fresh_seconds + 6))
             load = records[-need:] if need <= len(records) else records
-            variants = ((f"{args.fresh_rate:,.0f}/s, publish every 1 s (default)", {}),
+            from stream.config import Settings
+
+            default_p = Settings().publish_interval_s
+            variants = [(f"{args.fresh_rate:,.0f}/s, publish every {default_p:g} s (default)", {}),
+                        (f"{args.fresh_rate:,.0f}/s, publish every 0.25 s",
+                         {"CCPULSE_PUBLISH_INTERVAL_S": "0.25"}),
                         (f"{args.fresh_rate:,.0f}/s, per_agent_kpis=false",
                          {"CCPULSE_PER_AGENT_KPIS": "false"}),
-                        ("1,000/s (default settings)", {"rate": 1000.0}))
+                        ("1,000/s (default settings)", {"rate": 1000.0})]
+            if args.fresh_variants:
+                variants = [variants[int(i)] for i in args.fresh_variants.split(",")]
             for label, extra in variants:
                 extra = dict(extra)
                 rate = extra.pop("rate", args.fresh_rate)
-                x = freshness_run(stack, load, work, rate, args.fresh_seconds, **extra)
+                x = freshness_run(stack, load, work, rate, args.fresh_seconds,
+                                  profile=args.fresh_profile, **extra)
                 x["duration"] = args.fresh_seconds + 5
                 r["freshness"][label] = x
                 lat = x["latencies"]
                 say(f"freshness {label}: achieved {x['achieved_rate']:,.0f}/s, "
                     f"{x['seen']}/{x['markers']} markers; p50 {fmt_ms(pct(lat, 50))}, "
-                    f"p95 {fmt_ms(pct(lat, 95))}, p99 {fmt_ms(pct(lat, 99))}")
+                    f"p95 {fmt_ms(pct(lat, 95))}, p99 {fmt_ms(pct(lat, 99))}; "
+                    f"{cycles_text(x.get('cycles'))}; CPU worker "
+                    f"{x['cpu_s'] / x['duration']:.0%}, " + ", ".join(
+                        f"{k} {v / x['duration']:.0%}" for k, v in x["others_cpu_s"].items()))
+                if x.get("profile"):
+                    say(x["profile"])
         del records
         if want("replay"):
             r["replay"], r["memory"] = {}, {}

@@ -33,20 +33,9 @@ def _parse_bkey(text: str) -> tuple:
     return (q, ch, agent, int(start))
 
 
-def _pack_fact(fact: tuple) -> list:
-    key, ts, delta = fact
-    return [list(key), ts, [list(d) for d in delta]]
-
-
 def _unpack_fact(data: list) -> tuple:
     key, ts, delta = data
     return (tuple(key), ts, tuple((int(s), v) for s, v in delta))
-
-
-def _pack_ev(ev: Ev) -> list:
-    extra = ev.extra
-    return [ev.ts, ev.kind, ev.event_id, ev.queue, ev.channel, ev.agent,
-            list(extra) if isinstance(extra, tuple) else extra]
 
 
 def _unpack_ev(data: list) -> Ev:
@@ -58,7 +47,8 @@ def _unpack_ev(data: list) -> Ev:
 
 def pack_ix(ix: Ix) -> bytes:
     sent = ix.customer_sent
-    return _enc.encode([[_pack_ev(e) for e in ix.events], [_pack_fact(f) for f in ix.facts],
+    # tuples encode as arrays in C: events and facts need no per-item conversion
+    return _enc.encode([[e.as_tuple() for e in ix.events], ix.facts,
                         ix.pending_raw, ix.risk_since, ix.last_ts,
                         None if sent is None else [*sent[:3], list(sent[3]) if sent[3] else None,
                                                    sent[4]]])
@@ -80,7 +70,7 @@ def unpack_ix(data: bytes, shard: InteractionShard) -> Ix:
 def pack_customer(cust: Customer) -> bytes:
     return _enc.encode([{iid: [c.first_offered, c.handled, list(c.key), c.disposition]
                          for iid, c in cust.contacts.items()},
-                        [_pack_fact(f) for f in cust.facts], cust.last_activity])
+                        cust.facts, cust.last_activity])
 
 
 def unpack_customer(data: bytes) -> Customer:
@@ -92,7 +82,7 @@ def unpack_customer(data: bytes) -> Customer:
 def pack_timeline(tl: AgentTimeline) -> bytes:
     return _enc.encode([[[c.ts, c.state, list(c.queues), [list(x) for x in c.capacity],
                           c.event_id] for c in tl.changes],
-                        [_pack_fact(f) for f in tl.facts], tl.final_before])
+                        tl.facts, tl.final_before])
 
 
 def unpack_timeline(data: bytes) -> AgentTimeline:

@@ -203,6 +203,8 @@ class Pipeline:
         self._agent_turn = 0
         self._agent_starts: list[set[int]] = [set() for _ in range(self.agent_slices)]
         self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
+        self._members: list[list[str]] | None = None
+        self._members_n = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -480,6 +482,7 @@ class Pipeline:
             finally:
                 self._cycle_end = time.monotonic()
                 self._cycle_cost = self._cycle_end - started
+                self.metrics.cycle_time.observe(self._cycle_cost)
 
     async def _cycle_locked(self) -> bool:
         now = self._advance_clocks()
@@ -559,15 +562,25 @@ class Pipeline:
         slices = list(range(k)) if full else [self._agent_turn % k]
         parts = AgentParts(slices, {s: set(self._agent_starts[s]) for s in slices})
         tz = self.cfg.tz
+        members = self._slice_members()
         for name, shard in self.owned.items():
             parts.windows[name], parts.intervals[name] = {}, {}
             for s in slices:
-                def want(agent: str, s=s) -> bool:
-                    return agent_slice(agent, k) == s
-                parts.windows[name][s] = agent_window_partials([shard], now, tz, want)
+                parts.windows[name][s] = agent_window_partials([shard], now, tz, members[s])
                 parts.intervals[name][s] = agent_interval_partials([shard], parts.starts[s],
-                                                                   want)
+                                                                   members[s])
         return parts
+
+    def _slice_members(self) -> list[list[str]]:
+        """Agent names by slice: every name the engine admitted (a superset of the agents
+        in the buckets), re-sorted only when new names arrived."""
+        names = self.engine.agents
+        if self._members is None or self._members_n != len(names):
+            members: list[list[str]] = [[] for _ in range(self.agent_slices)]
+            for agent in names:
+                members[agent_slice(agent, self.agent_slices)].append(agent)
+            self._members, self._members_n = members, len(names)
+        return self._members
 
     async def _save(self, now: float, closed: dict[str, set] | None = None):
         """Checkpoint every owned shard with its partials; returns own partials, intervals,

@@ -408,7 +408,7 @@ def realistic_simulation(now: float) -> sim.Simulator:
 
 def test_real_scrape_passes_promtool_and_covers_the_rules_and_dashboard(stack, unique,
                                                                         worker_factory, tmp_path):
-    from stream.sinks.prometheus_sink import EXPORTED_METRICS
+    from stream.sinks.prometheus_sink import EXPORTED_METRICS, HISTOGRAMS
 
     worker = worker_factory()
     wait_for(lambda: http_status(worker.url("/readyz")) == 200, 60, what="worker ready")
@@ -419,7 +419,7 @@ def test_real_scrape_passes_promtool_and_covers_the_rules_and_dashboard(stack, u
     assert feeder.stats.total > 1000
     recorded = set(recording_rules())
     needed = used_metric_names() - recorded - {"up"}
-    histograms = {"cc_handle_time_seconds", "cc_answer_wait_seconds"}
+    histograms = set(HISTOGRAMS)
     contract = set()
     for name in EXPORTED_METRICS:
         contract |= {f"{name}{s}" for s in ("_bucket", "_sum", "_count")} if name in histograms else {name}

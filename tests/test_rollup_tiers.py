@@ -94,6 +94,10 @@ def assert_same(expected: dict, got: dict) -> None:
             assert y == pytest.approx(x, rel=1e-9, abs=1e-6), (key, b.FIELDS[i] if i < b.N_FIELDS else i)
 
 
+def members(engine: Engine, slices: int, k: int) -> set[str]:
+    return {a for a in engine.agents if agent_slice(a, slices) == k}
+
+
 @pytest.fixture(scope="module", params=[3, 11])
 def fed(request):
     start = datetime(2026, 3, 28, 21, 0, tzinfo=timezone.utc)  # spans the Berlin DST night
@@ -123,8 +127,8 @@ def test_tiered_windows_equal_a_full_scan(fed):
         queue_side = queue_window_partials(stores, now, engine.cfg.tz)
         assert not any(s.startswith("agent:") for s, _ in queue_side)
         # the agent side, a slice at a time, adds up to all agents
-        slices = [agent_window_partials(stores, now, engine.cfg.tz,
-                                        lambda a, k=k: agent_slice(a, 7) == k) for k in range(7)]
+        slices = [agent_window_partials(stores, now, engine.cfg.tz, members(engine, 7, k))
+                  for k in range(7)]
         agents = merge(slices)
         assert sum(len(s) for s in slices) == len(agents)  # no agent in two slices
         assert_same({k: v for k, v in expected.items() if k[0].startswith("agent:")}, agents)
@@ -140,8 +144,7 @@ def test_tiered_intervals_equal_a_full_scan(fed):
     for starts in (None, some):
         expected = scan_intervals(stores, starts)
         assert_same(expected, interval_partials(stores, starts))
-        parts = [agent_interval_partials(stores, starts, lambda a, k=k: agent_slice(a, 5) == k)
-                 for k in range(5)]
+        parts = [agent_interval_partials(stores, starts, members(engine, 5, k)) for k in range(5)]
         assert_same(expected, merge([queue_interval_partials(stores, starts), *parts]))
 
 

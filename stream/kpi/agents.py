@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from . import buckets as b
 from .shard import DeadLetter
@@ -136,10 +137,13 @@ class AgentShard(BucketStore):
     def current(self) -> dict[str, Change]:
         return {a: tl.changes[-1] for a, tl in self.agents.items() if tl.changes}
 
-    def open_spans(self, now: float):
-        """(agent, state, since, queues) of the span still open at `now`."""
-        for agent, tl in self.agents.items():
-            if tl.changes:
+    def open_spans(self, now: float, agents: Iterable[str] | None = None):
+        """(agent, state, since, queues) of the span still open at `now` (of `agents` only,
+        when given)."""
+        timelines = self.agents
+        for agent in (timelines if agents is None else agents):
+            tl = timelines.get(agent)
+            if tl is not None and tl.changes:
                 last = tl.changes[-1]
                 if last.ts <= now:
                     yield agent, last.state, last.ts, last.queues

@@ -8,6 +8,7 @@ averaged. Facts are sparse deltas {slot: value} so they can be applied and retra
 
 from __future__ import annotations
 
+from operator import add as _plus
 from typing import Iterable
 
 FIELDS = (
@@ -50,8 +51,10 @@ def new() -> list[float]:
 
 
 def add_into(acc: list[float], other: list[float]) -> None:
-    for i, v in enumerate(other):
-        if v:
+    if len(other) == len(acc):
+        acc[:] = map(_plus, acc, other)  # elementwise, in C
+    else:  # a packed (shorter) accumulator
+        for i, v in enumerate(other):
             acc[i] += v
 
 
@@ -69,7 +72,8 @@ def total(accs: Iterable[list[float]]) -> list[float]:
 
 
 def is_zero(acc: list[float]) -> bool:
-    return not any(abs(v) > 1e-9 for v in acc)
+    """Nothing left but float residue of retractions (builtins only: runs per saved bucket)."""
+    return not any(acc) or (max(acc) <= 1e-9 and min(acc) >= -1e-9)
 
 
 def ttr_slot(seconds: float) -> int:
@@ -87,6 +91,8 @@ def ttr_slot(seconds: float) -> int:
 def pack(acc: list[float]) -> list[float]:
     """Compact form for storage: trailing zeros dropped."""
     end = len(acc)
+    if end > TTR_HIST0 and not any(acc[TTR_HIST0:]):  # the TTR histogram is mostly empty
+        end = TTR_HIST0
     while end and not acc[end - 1]:
         end -= 1
     return acc[:end]

@@ -133,6 +133,10 @@ class Engine:
     def apply_customer_record(self, partition: int, customer: str, iid: str, rec) -> str:
         contact = None if rec is None else Contact(rec[0], rec[1], tuple(rec[2] or ("", "", "")),
                                                    rec[3])
+        if contact is not None and contact.key[2]:
+            # admitted by the interaction shard that sent it (maybe another worker's): known
+            # here too, so the agent slices of this worker include its FCR buckets
+            self.agents.add(contact.key[2])
         return self.customer_shard(partition).upsert(customer, iid, contact)
 
     # -- records ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Collection, Iterable
 from zoneinfo import ZoneInfo
 
 from . import buckets as b
@@ -32,9 +32,7 @@ def _add(target: dict, key, acc: list[float]) -> None:
     if cur is None:
         target[key] = list(acc)
     else:
-        for i, v in enumerate(acc):
-            if v:
-                cur[i] += v
+        b.add_into(cur, acc)
 
 
 def _bounds(now: float, tz: ZoneInfo) -> tuple[dict[str, int], int, int]:
@@ -60,11 +58,11 @@ def _bucket_windows(items, starts: dict[str, int], end: int, current_interval: i
 
 
 def _open_spans(store: AgentShard, now: float, starts: dict[str, int], out: dict,
-                scope_key, want=None) -> None:
+                scope_key, agents: Collection[str] | None = None) -> None:
     """Seconds of the spans agents are in right now, up to `now`, split over their queues."""
-    for agent, state, since, queues in store.open_spans(now):
+    for agent, state, since, queues in store.open_spans(now, agents):
         slot = OCC_SLOT.get(state)
-        if slot is None or (want is not None and not want(agent)):
+        if slot is None:
             continue
         targets = queues or ("",)
         for w in WINDOWS:
@@ -104,25 +102,30 @@ def queue_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInf
 
 
 def agent_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo,
-                          want: Callable[[str], bool] | None = None) -> Partial:
-    """(agent:<id>, window) accumulators of the agents `want` accepts (all when None)."""
+                          agents: Collection[str] | None = None) -> Partial:
+    """(agent:<id>, window) accumulators of `agents` (all agents when None)."""
     starts, end, current = _bounds(now, tz)
     out: Partial = {}
     scope = lambda key: "agent:" + key[2]  # noqa: E731
     for store in stores:
         minutes, intervals = store.minutes, store.intervals
-        for agent, keys in store.agent_minutes.items():
-            if want is None or want(agent):
-                _bucket_windows(((k, k[3], minutes[k]) for k in keys), starts, end, current,
-                                out, scope)
-        for agent, keys in store.agent_intervals.items():
-            if want is None or want(agent):
-                for k in keys:
-                    if starts["today"] <= k[3] < current:
-                        _add(out, ("agent:" + agent, "today"), intervals[k])
+        for agent, keys in _agent_keys(store.agent_minutes, agents):
+            _bucket_windows(((k, k[3], minutes[k]) for k in keys), starts, end, current, out,
+                            scope)
+        for agent, keys in _agent_keys(store.agent_intervals, agents):
+            for k in keys:
+                if starts["today"] <= k[3] < current:
+                    _add(out, ("agent:" + agent, "today"), intervals[k])
         if isinstance(store, AgentShard):
-            _open_spans(store, now, starts, out, scope, want)
+            _open_spans(store, now, starts, out, scope, agents)
     return out
+
+
+def _agent_keys(index: dict[str, set[tuple]], agents: Collection[str] | None):
+    """(agent, bucket keys) of the index, for `agents` only when given."""
+    if agents is None:
+        return index.items()
+    return ((a, index[a]) for a in agents if a in index)
 
 
 def window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo,
@@ -148,14 +151,12 @@ def queue_interval_partials(stores: Iterable[BucketStore], starts: set[int] | No
 
 
 def agent_interval_partials(stores: Iterable[BucketStore], starts: set[int] | None,
-                            want: Callable[[str], bool] | None = None) -> Partial:
-    """(agent:<id>, interval_start) accumulators of the agents `want` accepts."""
+                            agents: Collection[str] | None = None) -> Partial:
+    """(agent:<id>, interval_start) accumulators of `agents` (all agents when None)."""
     out: Partial = {}
     for store in stores:
         intervals = store.intervals
-        for agent, keys in store.agent_intervals.items():
-            if want is not None and not want(agent):
-                continue
+        for agent, keys in _agent_keys(store.agent_intervals, agents):
             for k in keys:
                 if starts is None or k[3] in starts:
                     _add(out, ("agent:" + agent, k[3]), intervals[k])

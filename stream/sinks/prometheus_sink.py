@@ -45,7 +45,10 @@ EXPORTED_METRICS = (
     *WINDOWED, "cc_service_level_target_ratio", "cc_occupancy_ratio", "cc_contacts_waiting",
     "cc_longest_wait_seconds", "cc_agents", "cc_contacts_at_risk", "cc_required_agents",
     "cc_staffed_agents", "cc_staffing_gap", "cc_event_lag_seconds", "cc_consumer_lag_messages",
+    "cc_publish_cycle_seconds",
 )
+HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds")
+CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 
 
 def scope_labels(scope: str) -> tuple[str, str] | None:
@@ -153,6 +156,10 @@ class Metrics:
                                      ["queue", "channel"], buckets=HANDLE_BUCKETS, registry=r)
         self.answer_wait = Histogram("cc_answer_wait_seconds", "Queue wait of answered contacts",
                                      ["queue", "channel"], buckets=WAIT_BUCKETS, registry=r)
+        # a cycle holds consuming: its duration is added to every event's freshness
+        self.cycle_time = Histogram("cc_publish_cycle_seconds",
+                                    "Wall time of a publish cycle (checkpoint, merge, Redis write)",
+                                    buckets=CYCLE_BUCKETS, registry=r)
         r.register(ViewCollector(get_view, get_lag))
         for reason in ("invalid_json", "invalid_utf8", "unknown_type", "bad_name", "bad_timestamp",
                        "missing_field", "invalid_field", "too_late", "impossible_transition",
