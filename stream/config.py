@@ -155,9 +155,12 @@ class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     group_id: str = "ccpulse"
     timezone: str = "UTC"
     clock: Literal["wall", "event"] = "wall"
-    publish_interval_s: float = 1.0
+    # how often the wallboard picture is rewritten (queue, center and channel scopes)
+    publish_interval_s: float = 0.5
     # every agent scope is refreshed within this (a slice of the agents per publish cycle)
     agent_publish_interval_s: float = 10.0
+    # each shard's state is checkpointed with its offsets this often (spread over cycles)
+    checkpoint_interval_s: float = 2.0
     partitions: int = 4
     topic_interactions: str = "cc.interactions"
     topic_agents: str = "cc.agent-states"
@@ -272,8 +275,9 @@ def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None =
         raise ConfigError(f"invalid setting: timezone {settings.timezone!r} is not an IANA zone") from exc
     if settings.publish_interval_s <= 0:
         raise ConfigError("invalid setting: publish_interval_s must be > 0")
-    if settings.agent_publish_interval_s <= 0:
-        raise ConfigError("invalid setting: agent_publish_interval_s must be > 0")
+    for name in ("agent_publish_interval_s", "checkpoint_interval_s"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"invalid setting: {name} must be > 0")
     if not settings.redis_prefix:
         raise ConfigError("invalid setting: redis_prefix must not be empty")
     _check_tls_files(settings)

@@ -204,6 +204,7 @@ class Pipeline:
         self._agent_starts: list[set[int]] = [set() for _ in range(self.agent_slices)]
         self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
         self._members: list[list[str]] | None = None
+        self._checkpoint_n = 0
         self._members_n = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -582,9 +583,19 @@ class Pipeline:
             self._members, self._members_n = members, len(names)
         return self._members
 
-    async def _save(self, now: float, closed: dict[str, set] | None = None):
-        """Checkpoint every owned shard with its partials; returns own partials, intervals,
-        the changed intervals and the agent side of this cycle."""
+    def _checkpoint_turn(self) -> set[str]:
+        """The owned shards whose state this cycle checkpoints: each shard every
+        `checkpoint_interval_s`, the shards spread evenly over the cycles in between, so no
+        cycle carries every shard's dirty state at once (a cycle holds consuming)."""
+        n = max(1, round(self.cfg.checkpoint_interval_s / self.cfg.publish_interval_s))
+        turn, self._checkpoint_n = self._checkpoint_n, self._checkpoint_n + 1
+        return {name for i, name in enumerate(sorted(self.owned)) if (i + turn) % n == 0}
+
+    async def _save(self, now: float, closed: dict[str, set] | None = None,
+                    every_shard: bool = True):
+        """Save every owned shard's partials, and the state of every shard (shutdown,
+        revocation) or of those whose turn it is; returns own partials, intervals, the
+        changed intervals and the agent side of this cycle."""
         partials, ivpartials = {}, {}
         if closed is None:
             closed = {name: set(shard.changed_intervals) for name, shard in self.owned.items()}
@@ -607,8 +618,9 @@ class Pipeline:
             # last interval reaches the history too; it is rewritten while it still changes
             ivpartials[name] = queue_interval_partials([shard], starts)
         agents = self._agent_parts(now, full)
+        state = set(self.owned) if every_shard or full else self._checkpoint_turn()
         await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now, full,
-                                    agents)
+                                    agents, state)
         return partials, ivpartials, closed, agents
 
     def all_shard_names(self) -> list[str]:
@@ -638,7 +650,8 @@ class Pipeline:
             raise
 
     async def _publish(self, now: float, taken: dict[str, set]) -> bool:
-        partials, ivpartials, closed, agent_parts = await self._save(now, taken)
+        partials, ivpartials, closed, agent_parts = await self._save(now, taken,
+                                                                     every_shard=False)
         own_windows = [w for w, _ in partials.values()]
         own_live = [lv for _, lv in partials.values()]
         others = [n for n in self.all_shard_names() if n not in self.owned]
