@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -149,6 +150,8 @@ def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the cal
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _collect_garbage)
+
 SHARD_PREFIX = {"interactions": "i", "surveys": "i", "agents": "a", "customers": "c"}
 
 
@@ -205,6 +208,7 @@ class Pipeline:
         self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
         self._members: list[list[str]] | None = None
         self._checkpoint_n = 0
+        self._gc_full_at = time.monotonic()
         self._members_n = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -249,6 +253,7 @@ class Pipeline:
             # 1 MiB per partition and fetch: partitions progress together (a replay would
             # otherwise read a month of one partition before the next)
             max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_wait_ms=self.cfg.fetch_max_wait_ms,
             rebalance_timeout_ms=20000, **self.kafka_kwargs())
         await self.consumer.start()
         self.consumer.subscribe(list(self.kinds), listener=_Listener(self))
@@ -504,10 +509,28 @@ class Pipeline:
             return False
         self.redis_ok = ok
         self.cycle_count += 1
+        self._collect_garbage()
         if ok and self.cycle_count % 600 == 0:
             with contextlib.suppress(Exception):
                 await self.sink.prune_interval_index()
         return ok
+
+    def _collect_garbage(self) -> None:
+        """Keep Python's full garbage collections off the hot path.
+
+        The engine's state is hundreds of thousands of long-lived lists and dicts; a full
+        collection scans all of them (measured: up to 0.8 s for the bench's state, 25 % of
+        ingest time), pausing consuming and publishing at random. After each cycle the heap
+        is frozen (O(1): survivors leave the collector's generations; refcounting still frees
+        them), and every GC_FULL_EVERY_S it is unfrozen and collected once, so reference
+        cycles among frozen objects cannot accumulate.
+        """
+        now = time.monotonic()
+        if now - self._gc_full_at >= GC_FULL_EVERY_S:
+            gc.unfreeze()
+            gc.collect()
+            self._gc_full_at = now
+        gc.freeze()
 
     async def _flush_dead_letters(self) -> bool:
         """Send the dead letters of every record consumed so far, before a checkpoint that

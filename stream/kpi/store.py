@@ -14,6 +14,7 @@ them from the buckets after a restore.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from . import buckets as b
@@ -36,6 +37,7 @@ class BucketStore:
         self.dirty_minutes: set[tuple] = set()
         self.dirty_intervals: set[tuple] = set()
         self.changed_intervals: set[int] = set()
+        self._prune_gate: tuple = ()
 
     def apply_fact(self, fact: tuple, sign: float) -> None:
         """Add (or retract, sign=-1) a fact ((q, ch, agent), ts, delta) into its buckets."""
@@ -100,6 +102,13 @@ class BucketStore:
     def prune_buckets(self, now: float) -> None:
         """Drop minute buckets past their horizon and published intervals past retention."""
         horizon = now - self.minute_retention_s - 60
+        # which keys are past a horizon only changes when it crosses a bucket boundary (or
+        # the unpublished intervals change): skip the scans of every key otherwise
+        gate = (math.ceil(horizon / 60), math.ceil((now - self.retention_s) / INTERVAL),
+                len(self.changed_intervals))
+        if gate == self._prune_gate:
+            return
+        self._prune_gate = gate
         for key in [k for k in self.minutes if k[3] < horizon]:
             del self.minutes[key]
             self.dirty_minutes.add(key)
