@@ -1,7 +1,7 @@
 """The Faust app that hosts a worker: lifecycle, the publish timer and the HTTP views.
 
-Faust runs the service that owns the batch pipeline (`pipeline.py`), the timer that
-publishes every `publish_interval_s`, and the web server with /metrics, /healthz, /readyz
+Faust runs the service that owns the batch pipeline (`pipeline.py`) with its consuming and
+publishing tasks (a cycle every `publish_interval_s`), and the web server with /metrics, /healthz, /readyz
 and the JSON API. The hot path consumes with aiokafka below Faust's per-event machinery, as
 issue 12 allows; state exactness comes from the checkpoint design, not Faust tables.
 """
@@ -65,14 +65,14 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
         async def _consume(self) -> None:
             await pipeline.run()
 
+        @mode.Service.task
+        async def _publish(self) -> None:
+            await pipeline.publish_loop()
+
         async def on_stop(self) -> None:
             await pipeline.stop()
 
     app.service(PipelineService)
-
-    @app.timer(cfg.publish_interval_s)
-    async def publish() -> None:
-        await pipeline.cycle()
 
     def guarded(request: Any) -> bool:
         """The API needs the bearer token unless the server is bound to loopback only.
