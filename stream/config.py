@@ -158,7 +158,7 @@ class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     # how often the wallboard picture is rewritten (queue, center and channel scopes)
     publish_interval_s: float = 0.5
     # every agent scope is refreshed within this (a slice of the agents per publish cycle)
-    agent_publish_interval_s: float = 10.0
+    agent_publish_interval_s: float = 15.0
     # each shard's state is checkpointed with its offsets this often (spread over cycles)
     checkpoint_interval_s: float = 5.0
     # longest a fetch waits at the broker for data: part of every event's freshness when the
