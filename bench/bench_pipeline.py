@@ -953,9 +953,9 @@ def write_report(path: Path, r: dict) -> None:
                      f"{verdict(p1.rate >= 0.8 * faust)}.")
     if p1 and p2:
         lines.append(f"- Target two workers ≥ 1.6 × one: {p2.rate / p1.rate:.2f}× — "
-                     f"{verdict(p2.rate >= 1.6 * p1.rate)}. With {m['cpus']} CPUs shared by "
-                     "the broker, Redis and both workers, a second worker can only use what "
-                     "the first leaves idle; the figure measures this machine, not the design.")
+                     f"{verdict(p2.rate >= 1.6 * p1.rate)}. The {m['cpus']} CPUs are shared by "
+                     "the broker, Redis and both workers: a second worker can only use what "
+                     "the first leaves idle, so this ratio varies between runs more than the others.")
     if p1 and p2:
         same = p1.extra["center_today"] == p2.extra["center_today"]
         lines.append(f"- Cross-check: the 1- and 2-worker runs published "
