@@ -456,9 +456,10 @@ class RedisSink:
             pipe.zadd(self.k("intervals", scope), {start_iso: start})
             self.index_scopes.add(scope)
         stale_all: set[str] = set()
+        every = set().union(*written.values())  # a key may move between indexes (upgrade)
         for index_key, previous in groups.items():
             now_written = written[index_key]
-            stale = previous - now_written
+            stale = previous - every
             if stale:
                 pipe.delete(*stale)
                 stale_all |= stale

@@ -1,0 +1,93 @@
+"""The Redis sink's two tiers: queue scopes every cycle, agent scopes a slice at a time.
+
+Against a real redis-server: a cycle that refreshes one slice of agents leaves the other
+slices' hashes alone, an agent that left its slice loses its hash when that slice is next
+written, queue-side cycles never delete agent hashes, and the whole batch lands atomically
+through the Lua writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import redis as redis_sync
+
+from stream import config
+from stream.kpi import buckets as b
+from stream.kpi.rollup import agent_slice
+from stream.sinks.redis_sink import AgentView, RedisSink
+from stream.view import LiveMerged, build_view, scope_kpis
+
+SLICES = 4
+
+
+def agents_by_slice(n: int = 40) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {s: [] for s in range(SLICES)}
+    for i in range(n):
+        name = f"agent-{i:03d}"
+        out[agent_slice(name, SLICES)].append(name)
+    assert all(out.values())
+    return out
+
+
+def acc(offered: float) -> list[float]:
+    a = b.new()
+    a[b.OFFERED] = offered
+    a[b.ANSWERED] = offered
+    return a
+
+
+def agent_view(cfg, slices: list[int], agents: list[str]) -> AgentView:
+    docs = {f"agent:{a}": {w: scope_kpis(f"agent:{a}", acc(3), cfg, {})
+                           for w in ("15m", "1h", "today")} for a in agents}
+    return AgentView(slices, SLICES, docs, {})
+
+
+def test_agent_slices_and_queue_cycles_keep_each_others_keys(stack):
+    prefix = f"tier{uuid.uuid4().hex[:6]}:"
+    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
+                               "CCPULSE_REDIS_PREFIX": prefix})
+    by_slice = agents_by_slice()
+    client = redis_sync.Redis.from_url(stack.redis_url)
+
+    def kpi_keys() -> set[str]:
+        return {k.decode() for k in client.scan_iter(f"{prefix}kpi:agent:*:15m")}
+
+    async def go() -> None:
+        sink = RedisSink(cfg)
+        try:
+            now = time.time()
+            view = build_view({("center", "15m"): acc(5), ("queue:billing", "15m"): acc(5)},
+                              LiveMerged(), cfg, now, now)
+            # every slice once (a full cycle), then slice 1 alone without one of its agents
+            await sink.write_view(view, {}, ["center"], sole_writer=True,
+                                  agents=agent_view(cfg, list(range(SLICES)),
+                                                    sum(by_slice.values(), [])))
+            assert kpi_keys() == {f"{prefix}kpi:agent:{a}:15m" for s in by_slice
+                                  for a in by_slice[s]}
+            assert client.hget(f"{prefix}kpi:agent:{by_slice[2][0]}:1h", "offered") == b"3"
+            gone = by_slice[1][0]
+            await sink.write_view(view, {}, ["center"], sole_writer=True,
+                                  agents=agent_view(cfg, [1], by_slice[1][1:]))
+            expected = {f"{prefix}kpi:agent:{a}:15m" for s in by_slice for a in by_slice[s]
+                        if a != gone}
+            assert kpi_keys() == expected
+            # queue-side cycles (no agent slice) and a fresh writer that must re-read the
+            # indexes keep every agent hash
+            await sink.write_view(view, {}, ["center"], sole_writer=True)
+            other = RedisSink(cfg)
+            try:
+                await other.write_view(view, {}, ["center"], sole_writer=False)
+            finally:
+                await other.close()
+            assert kpi_keys() == expected
+            assert client.hget(f"{prefix}kpi:center:15m", "offered") == b"5"
+            members = {m.decode() for m in client.smembers(f"{prefix}index:agents:1")}
+            assert f"{prefix}kpi:agent:{gone}:15m" not in members
+            assert f"{prefix}kpi:agent:{by_slice[1][1]}:today" in members
+        finally:
+            await sink.close()
+
+    asyncio.run(go())
