@@ -631,8 +631,7 @@ class Pipeline:
             return None
         k = self.agent_slices
         if full:
-            every = {start for shard in self.owned.values() for start in
-                     {key[3] for key in shard.intervals}}
+            every = {key[3] for shard in self.owned.values() for key in shard.intervals}
             for pending in self._agent_starts:
                 pending |= every
         slices = list(range(k)) if full else [self._agent_turn % k]
