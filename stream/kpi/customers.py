@@ -128,6 +128,15 @@ class CustomerShard(BucketStore):
         return "ok"
 
     def _settle(self, name: str, cust: Customer) -> None:
+        # contacts past the point where anything can still change them are dropped, or a
+        # customer who keeps calling keeps every contact ever (1 M-call replay: RSS grew
+        # without bound, derive went quadratic); contacts linked to them are older than the
+        # retention too, so their re-derived facts land in no bucket
+        forget_before = self.clock - self.horizon - self.retention_s - 3600.0
+        old = [iid for iid, c in cust.contacts.items()
+               if max(c.first_offered, c.handled or 0.0) < forget_before]
+        for iid in old:
+            del cust.contacts[iid]
         new, next_change = derive(cust.contacts, self.clock, self.horizon)
         self.reconcile(cust.facts, new)
         cust.facts = new

@@ -1,0 +1,42 @@
+"""A customer who keeps calling does not keep every contact forever.
+
+Contacts past horizon + retention + 1 h are dropped when the customer next changes; the
+buckets that can still change (within the retention) are the same as with a store that
+keeps everything.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.kpi import buckets as b
+from stream.kpi.customers import Contact, CustomerShard
+
+HOUR = 3600.0
+T0 = 1_790_000_000.0 // 900 * 900
+
+
+def feed(shard: CustomerShard, days: int) -> float:
+    t = T0
+    for i in range(days * 2):  # a contact every 12 h, each resolved after 10 min
+        t = T0 + i * 12 * HOUR
+        shard.advance(t)
+        shard.upsert("cust-1", f"c{i}", Contact(t, t + 600, ("billing", "voice", "a1"),
+                                                "resolved" if i % 3 else None))
+    shard.advance(t + 700)
+    return t + 700
+
+
+def test_a_frequent_caller_keeps_a_bounded_number_of_contacts():
+    pruned = CustomerShard(48 * HOUR, 75 * 60.0, 72 * HOUR)
+    keep_all = CustomerShard(10_000 * HOUR, 75 * 60.0, 72 * HOUR)
+    now = feed(pruned, 30)
+    feed(keep_all, 30)
+    assert len(keep_all.customers["cust-1"].contacts) == 60
+    assert len(pruned.customers["cust-1"].contacts) <= (72 + 48 + 1) / 12 + 2
+    # every interval the pruned store still keeps holds the same numbers
+    recent = {k: v for k, v in pruned.intervals.items() if k[3] >= now - 48 * HOUR}
+    assert recent
+    for key, acc in recent.items():
+        assert keep_all.intervals[key] == pytest.approx(acc, abs=1e-9), key
+        assert not b.is_zero(acc) or b.is_zero(keep_all.intervals[key])
