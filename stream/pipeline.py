@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -385,29 +386,26 @@ class Pipeline:
             return max(marks, default=0.0)
         return time.time()
 
-    def _caught_up(self, name: str) -> bool:
-        """No records of this shard's partitions are waiting to be read."""
-        assert self.consumer is not None
-        for key, position in self.offsets.get(name, {}).items():
-            topic, _, partition = key.rpartition(":")
-            high = self.consumer.highwater(TopicPartition(topic, int(partition)))
-            if high is None or high > position:
-                return False
-        return True
-
-    def backlog(self) -> int:
-        """Records waiting in the owned partitions (high watermark − position, as last fetched)."""
+    def _unread(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, int | None]]:
+        """(shard, topic, partition, records waiting to be read) of the owned partitions:
+        high watermark − position as last fetched; None while the watermark is unknown."""
         consumer = self.consumer
         if consumer is None:
-            return 0
-        waiting = 0
-        for offsets in self.offsets.values():
-            for key, position in offsets.items():
+            return
+        for name in (self.offsets if names is None else names):
+            for key, position in self.offsets.get(name, {}).items():
                 topic, _, partition = key.rpartition(":")
-                high = consumer.highwater(TopicPartition(topic, int(partition)))
-                if high is not None and high > position:
-                    waiting += high - position
-        return waiting
+                p = int(partition)
+                high = consumer.highwater(TopicPartition(topic, p))
+                yield name, topic, p, None if high is None else max(0, high - position)
+
+    def _caught_up(self, name: str) -> bool:
+        """No records of this shard's partitions are waiting to be read."""
+        return all(waiting == 0 for *_, waiting in self._unread([name]))
+
+    def backlog(self) -> int:
+        """Records waiting in the owned partitions."""
+        return sum(waiting or 0 for *_, waiting in self._unread())
 
     def _advance_clocks(self) -> float | None:
         """Move every owned shard's clock; returns the view's as-of time, or None in event
@@ -787,20 +785,15 @@ class Pipeline:
     # -- monitoring -----------------------------------------------------------------
 
     def lag(self):
-        consumer = self.consumer
-        if consumer is None:
-            return []
-        out = []
+        """(topic, partition, event-time lag s, records waiting) of every owned partition."""
         wall = time.time()
-        for tp in consumer.assignment():
-            name = shard_name(self.kinds.get(tp.topic, "interactions"), tp.partition)
+        out = []
+        for name, topic, partition, waiting in self._unread():
             shard = self.owned.get(name)
             if shard is None:
                 continue
             seconds = max(0.0, wall - shard.max_ts) if shard.max_ts else 0.0
-            high = consumer.highwater(tp)
-            pos = self.offsets.get(name, {}).get(f"{tp.topic}:{tp.partition}", 0)
-            out.append((tp.topic, tp.partition, seconds, max(0, (high or 0) - pos)))
+            out.append((topic, partition, seconds, waiting or 0))
         return out
 
     def owns_agents(self) -> bool:
