@@ -839,13 +839,19 @@ def write_call_log(path: Path, calls: int, days: int, seed: int) -> dict:
             "bytes": path.stat().st_size}
 
 
-def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float) -> dict:
-    """`ccpulse replay` against a fresh event-clock worker; RSS of the worker sampled."""
+def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, days: int) -> dict:
+    """`ccpulse replay` against a fresh event-clock worker; RSS of the worker sampled together
+    with the events it has checkpointed, so memory can be read per day of history."""
+    import redis as redis_sync
+
     ts = TopicSet(uuid.uuid4().hex[:8]).create(stack.bootstrap)
     tag = uuid.uuid4().hex[:6]
-    env = ts.worker_env(stack, f"bench-replay-{tag}", f"benchreplay{tag}:", CCPULSE_CLOCK="event")
+    prefix = f"benchreplay{tag}:"
+    env = ts.worker_env(stack, f"bench-replay-{tag}", prefix, CCPULSE_CLOCK="event")
     w = Worker(env, work / f"worker-replay-{label}.log")
-    rss: list[tuple[float, float]] = []
+    client = redis_sync.Redis.from_url(stack.redis_url)
+    rss: list[tuple[float, float, int]] = []  # (wall s, RSS MiB, events checkpointed)
+    topic = ts.topics["interactions"]
     try:
         deadline = time.monotonic() + 60
         while not w.ready():
@@ -859,7 +865,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float) -> 
                    str(int(wait_s))], env, out_path)
         peak_replay = 0.0
         while rp.alive():
-            rss.append((time.monotonic() - t0, rss_mib(w.pid) or 0.0))
+            rss.append((time.monotonic() - t0, rss_mib(w.pid) or 0.0,
+                        checkpointed_events(client, prefix, topic)))
             peak_replay = max(peak_replay, rss_mib(rp.pid) or 0.0)
             time.sleep(0.5)
         wall = time.monotonic() - t0
@@ -869,18 +876,64 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float) -> 
         produced = int(text.split("events produced", 1)[1].split()[0])
         produce_s = float(text.split("events produced", 1)[1].split(" in ", 1)[1].split("s")[0])
         rejected = int(text.split("rows rejected", 1)[1].split()[0])
-        samples = [r for _, r in rss if r > 0]
+        samples = [r for _, r, _ in rss if r > 0]
         return {"events": produced, "wall_s": wall, "rate": produced / wall,
                 "read_and_produce_s": produce_s, "rows_rejected": rejected,
                 "worker_cpu_s": cpu_seconds(w.pid) - cpu0, "rss": samples,
-                "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay}
+                "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay,
+                "rss_by_day": rss_by_day(rss, produced, days), "rss_samples": rss}
     finally:
+        client.close()
         w.stop()
 
 
-# ---------------------------------------------------------------------------------------
-# report
-# ---------------------------------------------------------------------------------------
+def checkpointed_events(client, prefix: str, topic: str) -> int:
+    """Records of `topic` the worker has checkpointed (sum over its partitions)."""
+    pipe = client.pipeline(transaction=False)
+    for p in range(PARTITIONS):
+        pipe.hget(f"{prefix}state:i{p}:meta", f"offset:{topic}:{p}")
+    return sum(int(v) for v in pipe.execute() if v is not None)
+
+
+# the state is full once every retention has passed: buckets 48 h, FCR horizon + retention
+# + 1 h (5 days), the survey join index 7 days; from then on memory should stay level
+STATE_FULL_DAY = 8
+
+
+def rss_by_day(samples: list[tuple[float, float, int]], events: int, days: int
+               ) -> list[tuple[int, float]]:
+    """(day of history, highest worker RSS while that day was being checkpointed): a replay
+    spreads its events evenly over the days, so checkpointed/total events tells the day."""
+    by_day: dict[int, float] = {}
+    for _, mib, done in samples:
+        if mib > 0 and events:
+            day = min(days, int(done / events * days) + 1)
+            by_day[day] = max(by_day.get(day, 0.0), mib)
+    return sorted(by_day.items())
+
+
+def rss_days_text(by_day: list[tuple[int, float]]) -> str:
+    """RSS on a few days of history and its slope once the state is full."""
+    days = dict(by_day)
+    last = max(days, default=0)
+    shown = sorted({d for d in (1, 2, 4, STATE_FULL_DAY, 15, 22, last) if d in days})
+    text = "worker RSS by day of history: " + ", ".join(f"day {d} {days[d]:.0f} MiB"
+                                                          for d in shown)
+    fill = memory_after_fill(by_day)
+    if fill:
+        text += (f"; after the state is full (day {STATE_FULL_DAY} → {last}): "
+                 f"{fill[0]:.0f} → {fill[1]:.0f} MiB, {fill[2]:+.1f} MiB/day")
+    return text
+
+
+def memory_after_fill(by_day: list[tuple[int, float]]) -> tuple[float, float, float] | None:
+    """(RSS on day STATE_FULL_DAY, RSS on the last day, MiB per day in between)."""
+    days = dict(by_day)
+    last = max(days, default=0)
+    if STATE_FULL_DAY not in days or last <= STATE_FULL_DAY:
+        return None
+    a, b = days[STATE_FULL_DAY], days[last]
+    return a, b, (b - a) / (last - STATE_FULL_DAY)
 
 
 def cycles_text(c: dict | None) -> str:
@@ -1016,7 +1069,13 @@ def write_report(path: Path, r: dict) -> None:
             lines.append(f"- {label}: worker RSS first quartile {x[0]:.0f} MiB, last quartile "
                          f"{x[1]:.0f} MiB ({(x[1] / x[0] - 1) * 100:+.0f}%), max {x[2]:.0f} MiB "
                          f"over {x[3]} samples.")
-        lines.append("")
+            if len(x) > 4 and x[4]:
+                lines.append(f"  - {rss_days_text(x[4])}")
+        lines += ["", "Quartiles are of wall time; the first includes the state filling up. "
+                  "The replay's RSS is also read per day of history (the highest sample while "
+                  f"that day was published): the state is full from day {STATE_FULL_DAY} "
+                  "(bucket retention 48 h, FCR horizon + retention + 1 h, survey join 7 days), "
+                  "so from then on it should stay level.", ""]
     if r.get("not_run"):
         lines += ["## Not run", ""] + [f"- {x}" for x in r["not_run"]] + [""]
     if r.get("profile"):
@@ -1168,7 +1227,7 @@ def main() -> None:
                 meta = write_call_log(path, calls, days, args.seed)
                 say(f"call log {label}: {calls:,} calls over {days} days, "
                     f"{meta['bytes'] / 1e6:.1f} MB, written in {time.perf_counter() - t:.1f}s")
-                x = replay_run(stack, path, work, label, wait_s=7200)
+                x = replay_run(stack, path, work, label, wait_s=7200, days=days)
                 x.update(calls=calls, days=days)
                 name = f"{calls:,} calls / {days} days"
                 r["replay"][name] = x
@@ -1178,9 +1237,10 @@ def main() -> None:
                 if x["rss_trend"]:
                     a, b = x["rss_trend"]
                     r["memory"][f"replay of {name} ({x['events']:,} events, event clock)"] = (
-                        a, b, max(x["rss"]), len(x["rss"]))
+                        a, b, max(x["rss"]), len(x["rss"]), x["rss_by_day"])
                     say(f"  worker RSS first quartile {a:.0f} MiB → last quartile {b:.0f} MiB "
                         f"(max {max(x['rss']):.0f})")
+                    say("  " + rss_days_text(x["rss_by_day"]))
                 path.unlink(missing_ok=True)
         names_mem = {"1": "1 worker", "2": "2 workers"}
         for n, p in r["pipeline"].items():

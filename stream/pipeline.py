@@ -23,10 +23,12 @@ from urllib.parse import urlsplit
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from .config import ConfigError, Settings
+from .kpi import buckets as b
 from .kpi.agents import AgentShard
 from .kpi.engine import Engine
 from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_window_partials,
                          merge, queue_interval_partials, queue_window_partials)
+from .memory import trim_heap
 from .sinks.prometheus_sink import Metrics
 from .sinks.redis_sink import AgentParts, AgentView, RedisSink
 from .view import LiveMerged, View, build_view, scope_kpis
@@ -152,7 +154,9 @@ def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the cal
 
 
 BACKLOG_RECORDS = 5000  # more records than one fetch waiting: consuming has a backlog
+BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between two cycles
 GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _collect_garbage)
+TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (stream/memory.py)
 
 SHARD_PREFIX = {"interactions": "i", "surveys": "i", "agents": "a", "customers": "c"}
 
@@ -210,7 +214,8 @@ class Pipeline:
         self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
         self._members: list[list[str]] | None = None
         self._checkpoint_n = 0
-        self._gc_full_at = time.monotonic()
+        self._saved_at: dict[str, float] = {}  # shard -> monotonic time of its last checkpoint
+        self._gc_full_at = self._trim_at = time.monotonic()
         self._members_n = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -291,6 +296,7 @@ class Pipeline:
                     await self._save(self.now())
             for name in names:
                 self.owned.pop(name, None)
+                self._saved_at.pop(name, None)
                 self.offsets.pop(name, None)
                 self._shard_map(name).pop(int(name[1:]), None)
 
@@ -515,8 +521,13 @@ class Pipeline:
         starve it (bench: a replay's cycles cost over a second, and the timer fires again at
         once). Without a backlog every tick publishes: skipping one doubles the freshness of
         everything that arrived meanwhile.
+
+        The consuming in between is capped at BACKLOG_GAP_MAX_S: a cycle's cost grows with
+        what was consumed since the last one (a replay: every event-time hour changes
+        intervals, buckets and FCR records to write), so "consume as long as the last cycle
+        took" fed on itself (replay: cycles of 3.7, 5.3, 10.4, 14.6 s, RSS rising with each).
         """
-        if (time.monotonic() - self._cycle_end < self._cycle_cost
+        if (time.monotonic() - self._cycle_end < min(self._cycle_cost, BACKLOG_GAP_MAX_S)
                 and self.backlog() > BACKLOG_RECORDS):
             return self.redis_ok
         async with self.lock:
@@ -563,7 +574,8 @@ class Pipeline:
         ingest time), pausing consuming and publishing at random. After each cycle the heap
         is frozen (O(1): survivors leave the collector's generations; refcounting still frees
         them), and every GC_FULL_EVERY_S it is unfrozen and collected once, so reference
-        cycles among frozen objects cannot accumulate.
+        cycles among frozen objects cannot accumulate. Every TRIM_EVERY_S the free pages
+        inside the C heap go back to the OS (`memory.trim_heap`: a few ms).
         """
         now = time.monotonic()
         if now - self._gc_full_at >= GC_FULL_EVERY_S:
@@ -571,6 +583,9 @@ class Pipeline:
             gc.collect()
             self._gc_full_at = now
         gc.freeze()
+        if now - self._trim_at >= TRIM_EVERY_S:
+            trim_heap()  # inside the cycle: cc_publish_cycle_seconds includes it
+            self._trim_at = now
 
     async def _flush_dead_letters(self) -> bool:
         """Send the dead letters of every record consumed so far, before a checkpoint that
@@ -658,10 +673,20 @@ class Pipeline:
     def _checkpoint_turn(self) -> set[str]:
         """The owned shards whose state this cycle checkpoints: each shard every
         `checkpoint_interval_s`, the shards spread evenly over the cycles in between, so no
-        cycle carries every shard's dirty state at once (a cycle holds consuming)."""
-        n = max(1, round(self.cfg.checkpoint_interval_s / self.cfg.publish_interval_s))
+        cycle carries every shard's dirty state at once (a cycle holds consuming).
+
+        The rotation counts cycles; when cycles are slower than `publish_interval_s` (a
+        replay, a backlog after an outage) it would space a shard's checkpoints by many
+        intervals, and its dirty state and the records to re-read after a crash would pile
+        up (replay: 50 s without a checkpoint, RSS doubling). So a shard whose last
+        checkpoint is 1.5 intervals old is saved whatever the rotation says.
+        """
+        interval = self.cfg.checkpoint_interval_s
+        n = max(1, round(interval / self.cfg.publish_interval_s))
         turn, self._checkpoint_n = self._checkpoint_n, self._checkpoint_n + 1
-        return {name for i, name in enumerate(sorted(self.owned)) if (i + turn) % n == 0}
+        overdue = time.monotonic() - 1.5 * interval
+        return {name for i, name in enumerate(sorted(self.owned))
+                if (i + turn) % n == 0 or self._saved_at.get(name, 0.0) <= overdue}
 
     async def _save(self, now: float, closed: dict[str, set] | None = None,
                     every_shard: bool = True, acked=None):
@@ -695,6 +720,9 @@ class Pipeline:
             await acked()
         await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now, full,
                                     agents, state)
+        saved_at = time.monotonic()
+        for name in state:
+            self._saved_at[name] = saved_at
         return partials, ivpartials, closed, agents
 
     def all_shard_names(self) -> list[str]:
@@ -736,7 +764,7 @@ class Pipeline:
             # every shard's part of a changed interval, own ones included, from Redis (own
             # parts were saved just above): a shard that already dropped an old interval
             # from memory still contributes the part it published before
-            intervals = await self.sink.foreign_intervals(self.all_shard_names(), starts)
+            intervals = await self._interval_sums(ivpartials, starts)
             windows = merge([*own_windows, *f_windows])
             live = LiveMerged()
             for part in [*own_live, *f_live]:
@@ -769,10 +797,37 @@ class Pipeline:
         for (scope, window), acc in windows.items():
             docs.setdefault(scope, {})[window] = scope_kpis(scope, acc, self.cfg, {})
         intervals: Partial = {}
-        names = self.all_shard_names()
         for s in parts.slices:
-            intervals.update(await self.sink.foreign_intervals(names, parts.starts[s], s))
+            own = {name: per_slice[s] for name, per_slice in parts.intervals.items()}
+            intervals.update(await self._interval_sums(own, parts.starts[s], s))
         return AgentView(parts.slices, self.agent_slices, docs, intervals)
+
+    async def _interval_sums(self, own: dict[str, Partial], starts: set[int],
+                             slice_: int | None = None) -> Partial:
+        """Every shard's part of the given intervals, summed: an owned shard's part from
+        memory (`own`, just saved) where the shard still holds the whole interval, and from
+        Redis where it may have pruned it (its earlier part still counts) or where the shard
+        is another worker's. Reading the own parts back from Redis was most of a replay's
+        cycle: every changed interval × every shard."""
+        out: Partial = {}
+        if not starts:
+            return out
+        pairs = []
+        for name in self.all_shard_names():
+            shard = self.owned.get(name)
+            if shard is None:
+                pairs.extend((name, start) for start in starts)
+                continue
+            complete = shard.complete_from()
+            pairs.extend((name, start) for start in starts if start < complete)
+            for key, acc in own.get(name, {}).items():
+                if key[1] >= complete and key[1] in starts:
+                    cur = out.get(key)
+                    if cur is None:
+                        out[key] = list(acc)
+                    else:
+                        b.add_into(cur, acc)
+        return await self.sink.read_intervals(pairs, slice_, into=out)
 
     def _agent_docs(self, agents: AgentView) -> dict[str, dict[str, dict]]:
         """Every agent scope as last published: the refreshed slices replace theirs."""

@@ -124,6 +124,12 @@ class BucketStore:
         for key in [k for k in self.qintervals if k[2] < ihorizon and k[2] not in unpublished]:
             del self.qintervals[key]
 
+    def complete_from(self) -> float:
+        """Intervals starting here or later are whole in memory: pruning and the refusal of
+        late facts only ever touch intervals before clock − retention − one interval, and
+        the clock only moves forward."""
+        return self.clock - self.retention_s - INTERVAL
+
     def rebuild_index(self) -> None:
         """Derive the agent-free sums and the agent key sets from the buckets (after a restore)."""
         for source, sums, index in ((self.minutes, self.qminutes, self.agent_minutes),

@@ -353,22 +353,22 @@ class RedisSink:
             partials.append(part)
         return partials, lives, oldest
 
-    async def foreign_intervals(self, names: Iterable[str], starts: Iterable[int],
-                                slice_: int | None = None) -> Partial:
-        """Sum shards' interval partials for the given interval starts: the queue side, or
-        with `slice_` that slice of agents."""
-        names, starts = list(names), sorted(set(starts))
-        out: Partial = {}
-        if not names or not starts:
+    async def read_intervals(self, pairs: Iterable[tuple[str, int]], slice_: int | None = None,
+                             into: Partial | None = None) -> Partial:
+        """Add the saved interval partials of the given (shard, interval start) pairs into
+        `into` (a new Partial by default): the queue side, or with `slice_` that slice of
+        agents."""
+        out: Partial = {} if into is None else into
+        pairs = sorted(set(pairs))
+        if not pairs:
             return out
         pipe = self.redis.pipeline(transaction=False)
-        keys = [(name, start) for name in names for start in starts]
-        for name, start in keys:
+        for name, start in pairs:
             if slice_ is None:
                 pipe.hgetall(self.k("ivpart", name, str(start)))
             else:
                 pipe.hgetall(self.k("ivapart", name, str(slice_), str(start)))
-        for (_, start), raw in zip(keys, await pipe.execute()):
+        for (_, start), raw in zip(pairs, await pipe.execute()):
             for field, value in raw.items():
                 acc = b.unpack(ck.decode(value))
                 cur = out.get((field.decode(), start))

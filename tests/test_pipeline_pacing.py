@@ -1,0 +1,118 @@
+"""How the worker paces its publish cycles and checkpoints when cycles are slow.
+
+A replay (or a backlog after an outage) makes cycles cost seconds. These tests pin the three
+rules that keep a slow cycle from feeding on itself (stream/pipeline.py): consuming between
+two cycles is capped, a shard never goes much longer than its interval without a checkpoint,
+and an owned shard's interval parts come from memory instead of being read back from Redis
+where that is exact. No broker or Redis: the pipeline's collaborators are stubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from stream import config, memory
+from stream.kpi import buckets as b
+from stream.kpi.windows import INTERVAL
+from stream.pipeline import BACKLOG_GAP_MAX_S, Pipeline
+
+
+def _pipeline(**env) -> Pipeline:
+    return Pipeline(config.load(environ=env, timezone="Europe/Berlin"))
+
+
+def _own_shards(p: Pipeline, n: int = 4) -> list[str]:
+    for i in range(n):
+        p.owned[f"i{i}"] = p.engine.shard(i)
+        p.owned[f"a{i}"] = p.engine.agent_shard(i)
+        p.owned[f"c{i}"] = p.engine.customer_shard(i)
+    return sorted(p.owned)
+
+
+def test_checkpoint_rotation_saves_each_shard_once_per_interval():
+    p = _pipeline()  # publish 0.5 s, checkpoint 5 s: ten turns
+    names = _own_shards(p)
+    now = time.monotonic()
+    p._saved_at = dict.fromkeys(names, now)
+    turns = [p._checkpoint_turn() for _ in range(10)]
+    seen = [name for turn in turns for name in turn]
+    assert sorted(seen) == names  # every shard exactly once in ten cycles
+    assert max(len(t) for t in turns) <= 2  # spread, not all at once
+
+
+def test_an_overdue_shard_is_saved_whatever_the_rotation_says():
+    """Slow cycles: ten turns may take a minute; a shard whose checkpoint is 1.5 intervals
+    old is saved in the next cycle."""
+    p = _pipeline()
+    names = _own_shards(p)
+    now = time.monotonic()
+    p._saved_at = dict.fromkeys(names, now)
+    first = p._checkpoint_turn()
+    late = next(n for n in names if n not in first and n not in p._checkpoint_turn())
+    p._saved_at[late] = now - 1.5 * p.cfg.checkpoint_interval_s - 0.1
+    assert late in p._checkpoint_turn()
+    # a shard never saved (just assigned) is due at once
+    del p._saved_at[names[0]]
+    assert names[0] in p._checkpoint_turn()
+
+
+def test_consuming_between_cycles_is_capped_under_a_backlog():
+    p = _pipeline()
+    ran: list[float] = []
+
+    async def cycle_locked() -> bool:
+        ran.append(time.monotonic())
+        return True
+
+    p._cycle_locked = cycle_locked
+    p.backlog = lambda: 10**6
+    p._cycle_cost = 20.0  # the last cycle was very slow
+    p._cycle_end = time.monotonic() - 0.1
+    asyncio.run(p.cycle())
+    assert not ran  # right after a cycle, consuming goes first
+    p._cycle_cost = 20.0
+    p._cycle_end = time.monotonic() - BACKLOG_GAP_MAX_S - 0.05
+    asyncio.run(p.cycle())
+    assert len(ran) == 1  # not 20 s of consuming: the cap
+    p.backlog = lambda: 0
+    p._cycle_cost = 20.0
+    p._cycle_end = time.monotonic()
+    asyncio.run(p.cycle())
+    assert len(ran) == 2  # no backlog: every tick publishes
+
+
+def test_interval_sums_read_redis_only_where_memory_may_be_incomplete():
+    p = _pipeline()
+    shard = p.engine.shard(0)
+    p.owned["i0"] = shard
+    shard.clock = 1_790_000_100.0
+    complete = shard.complete_from()
+    new = (int(complete) // INTERVAL + 2) * INTERVAL  # held whole in memory
+    old = (int(complete) // INTERVAL - 1) * INTERVAL  # may have been pruned: Redis
+    p.all_shard_names = lambda: ["i0", "i1"]  # i1 belongs to another worker
+    asked: list = []
+
+    async def read_intervals(pairs, slice_=None, into=None):
+        asked.append((sorted(pairs), slice_))
+        acc = b.new()
+        acc[b.OFFERED] = 100.0  # what Redis holds for each part read
+        for name, start in pairs:
+            cur = into.setdefault(("center", start), b.new())
+            b.add_into(cur, acc)
+        return into
+
+    p.sink.read_intervals = read_intervals
+    mine = b.new()
+    mine[b.OFFERED] = 7.0
+    own = {"i0": {("center", new): mine, ("center", old): list(mine)}}
+    out = asyncio.run(p._interval_sums(own, {new, old}))
+    assert asked == [(sorted([("i0", old), ("i1", old), ("i1", new)]), None)]
+    assert out[("center", new)][b.OFFERED] == 107.0  # own from memory + i1 from Redis
+    assert out[("center", old)][b.OFFERED] == 200.0  # both from Redis, memory not used
+    assert mine[b.OFFERED] == 7.0  # the shard's own partial is not modified
+
+
+def test_heap_trim_runs_here():
+    assert memory.can_trim()  # glibc (Debian, the production image)
+    assert memory.trim_heap() >= 0.0
