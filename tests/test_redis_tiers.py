@@ -91,3 +91,44 @@ def test_agent_slices_and_queue_cycles_keep_each_others_keys(stack):
             await sink.close()
 
     asyncio.run(go())
+
+
+def test_lua_batches_are_binary_safe_and_the_save_checks_the_marker(stack):
+    """Checkpoint values are msgpack (any byte); Redis's Lua msgpack knows no bin type, so
+    they travel as str frames of every length class. A save whose marker Redis no longer
+    holds (flushed, restarted empty) is refused whole, so the caller saves everything."""
+    import pytest
+
+    from stream.sinks.redis_sink import RedisReset, ScriptBatch
+
+    prefix = f"lua{uuid.uuid4().hex[:6]}:"
+    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
+                               "CCPULSE_REDIS_PREFIX": prefix})
+    client = redis_sync.Redis.from_url(stack.redis_url)
+    values = [b"", b"\x00", bytes(range(256)), b"\xc1" * 31, b"\xff" * 32, b"\x80" * 255,
+              b"\xd9" * 256, bytes(range(256)) * 256, b"z" * 65536]
+
+    async def go() -> None:
+        sink = RedisSink(cfg)
+        try:
+            batch = ScriptBatch()
+            batch.hset(f"{prefix}bin", mapping={f"f{i}": v for i, v in enumerate(values)})
+            batch.hdel(f"{prefix}bin", "never-there")
+            await batch.execute(sink._apply)
+            stored = client.hgetall(f"{prefix}bin")
+            assert [stored[f"f{i}".encode()] for i in range(len(values))] == values
+
+            await sink.save_shards({}, {}, {}, {}, time.time(), full=True)
+            mark = sink._saved_mark
+            assert client.get(sink.marker) == mark
+            await sink.save_shards({}, {}, {}, {}, time.time())  # marker held: accepted
+            assert client.get(sink.marker) != mark
+            client.delete(sink.marker)  # Redis lost it
+            with pytest.raises(RedisReset):
+                await sink.save_shards({}, {}, {}, {}, time.time())
+            assert client.get(sink.marker) is None  # nothing of the refused save landed
+            assert await sink.needs_full_save()
+        finally:
+            await sink.close()
+
+    asyncio.run(go())

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import msgspec
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from .. import checkpoint as ck
 from ..config import Settings
@@ -91,12 +92,43 @@ return #ops
 """
 
 
+# The checkpoint: this worker's marker must still hold its last save (else Redis lost data
+# and the caller saves everything: RESET), then the ops, then the new marker, atomically.
+_SAVE = """
+if ARGV[2] == '1' then
+  local cur = redis.call('GET', KEYS[1])
+  if (cur or '') ~= ARGV[3] then
+    return redis.error_reply('CCPULSE_RESET marker changed')
+  end
+end
+local ops = cmsgpack.unpack(ARGV[1])
+for i = 1, #ops do
+  redis.call(unpack(ops[i]))
+end
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[5])
+return #ops
+"""
+
+
 _MSGPACK = msgspec.msgpack.Encoder()
 
 
 def _text(value):
-    """Redis's Lua msgpack reads str, not bin: JSON values (orjson's bytes) go as text."""
-    return value.decode() if isinstance(value, bytes) else value
+    """Redis's Lua msgpack reads str, not bin, so bytes (JSON from orjson, msgpack of the
+    checkpoint) go as a msgpack str frame around the raw bytes: Lua strings are byte
+    strings, so this is binary-safe (tests/test_redis_tiers.py round-trips all 256 bytes)."""
+    if not isinstance(value, bytes):
+        return value
+    n = len(value)
+    if n < 32:
+        head = bytes((0xA0 | n,))
+    elif n < 0x100:
+        head = b"\xd9" + bytes((n,))
+    elif n < 0x10000:
+        head = b"\xda" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdb" + n.to_bytes(4, "big")
+    return msgspec.Raw(head + value)
 
 
 class ScriptBatch:
@@ -125,8 +157,11 @@ class ScriptBatch:
         for i in range(0, len(pairs), self.CHUNK):
             flat = ["HSET", key]
             for field, value in pairs[i:i + self.CHUNK]:
-                flat += (field, _text(value))
+                flat += (_text(field), _text(value))
             self.ops.append(flat)
+
+    def hdel(self, key: str, *fields: str) -> None:
+        self._chunked(["HDEL", key], list(fields))
 
     def expire(self, key: str, seconds: int) -> None:
         self.ops.append(["EXPIRE", key, str(int(seconds))])
@@ -149,6 +184,9 @@ class ScriptBatch:
     async def execute(self, script) -> None:
         if self.ops:
             await script(keys=[], args=[_MSGPACK.encode(self.ops)])
+
+    def encode(self) -> bytes:
+        return _MSGPACK.encode(self.ops)
 
 
 @dataclass
@@ -196,6 +234,7 @@ class RedisSink:
         self._agent_index: dict[int, set[str]] = {}  # slice -> agent hash keys written
         self._release = self.redis.register_script(_RELEASE)
         self._apply = self.redis.register_script(_APPLY)
+        self._save_script = self.redis.register_script(_SAVE)
 
     def k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -222,20 +261,19 @@ class RedisSink:
         """Save state + offsets + partials of every owned shard in one transaction.
 
         `full` rewrites each shard's whole state (after `needs_full_save`). The transaction
-        WATCHes this worker's marker, so a Redis that lost its data between that check and
-        this save makes the save fail instead of leaving a partial checkpoint behind.
+        checks this worker's marker first, so a Redis that lost its data between that check
+        and this save makes the save fail instead of leaving a partial checkpoint behind.
         `agents` adds the agent-scope partials of the slices this cycle refreshes. `state`
         names the shards whose state and offsets are checkpointed (None: all); the others
         only publish their partials, which may run ahead of their checkpoint — a restart
         re-derives them from the saved offsets, so they come back the same.
+
+        One Lua call applies it all (atomic like MULTI/EXEC): redis-py's packing of every
+        command and parsing of every reply was a quarter of a replay's cycle (py-spy).
         """
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = ScriptBatch()
         tokens: list = []
         try:
-            await pipe.watch(self.marker)
-            if not full and await pipe.get(self.marker) != self._saved_mark:
-                raise RedisReset("Redis lost this worker's checkpoints: full save next cycle")
-            pipe.multi()
             if full:  # Redis lost data: the view is written whole again too
                 self._view_cache.clear()
                 self._index = None
@@ -264,17 +302,21 @@ class RedisSink:
                 if agents is not None:
                     self._stage_agent_parts(pipe, keys, agents, as_of)
             mark = str(self._saves + 1).encode()
-            pipe.set(self.marker, mark, ex=MARKER_TTL_S)
-            await pipe.execute()
+            try:
+                await self._save_script(keys=[self.marker], args=[
+                    pipe.encode(), "0" if full else "1", self._saved_mark or b"", mark,
+                    str(MARKER_TTL_S)])
+            except redis.exceptions.ResponseError as exc:
+                if "CCPULSE_RESET" in str(exc):
+                    raise RedisReset("Redis lost this worker's checkpoints: full save next "
+                                     "cycle") from exc
+                raise
             self._saves += 1
             self._saved_mark = mark
         except BaseException:
             for shard, token in tokens:
                 ck.unstage(shard, token)
             raise
-        finally:
-            with contextlib.suppress(Exception):
-                await pipe.reset()
 
     def _stage_agent_parts(self, pipe, keys: ck.ShardKeys, agents: "AgentParts",
                            as_of: float) -> None:
