@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import itertools
 import json
 import math
 import os
@@ -677,7 +678,9 @@ async def paced_load(bootstrap: str, redis_url: str, prefix: str, ts: TopicSet, 
 
     stop_time = [0.0]
     watcher = asyncio.create_task(watch())
-    it = iter(records)
+    # the data set again from the start if the run outlasts it (its size depends on the
+    # simulator's profile at the hour of the run); repeats are duplicates to the worker
+    it = itertools.cycle(records)
     sent = 0
     pending = []
     t0 = time.time()

@@ -154,6 +154,7 @@ def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the cal
 
 
 BACKLOG_RECORDS = 5000  # more records than one fetch waiting: consuming has a backlog
+OVERDUE_INTERVALS = 3.0  # a shard this many checkpoint intervals old is saved regardless
 BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between two cycles
 GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _collect_garbage)
 TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (stream/memory.py)
@@ -679,12 +680,14 @@ class Pipeline:
         replay, a backlog after an outage) it would space a shard's checkpoints by many
         intervals, and its dirty state and the records to re-read after a crash would pile
         up (replay: 50 s without a checkpoint, RSS doubling). So a shard whose last
-        checkpoint is 1.5 intervals old is saved whatever the rotation says.
+        checkpoint is OVERDUE_INTERVALS old is saved whatever the rotation says. Not sooner:
+        at 1.5 intervals a live worker's cycles, 0.5 s give or take, tipped shards into
+        saving together (bench: freshness p99 up by a third).
         """
         interval = self.cfg.checkpoint_interval_s
         n = max(1, round(interval / self.cfg.publish_interval_s))
         turn, self._checkpoint_n = self._checkpoint_n, self._checkpoint_n + 1
-        overdue = time.monotonic() - 1.5 * interval
+        overdue = time.monotonic() - OVERDUE_INTERVALS * interval
         return {name for i, name in enumerate(sorted(self.owned))
                 if (i + turn) % n == 0 or self._saved_at.get(name, 0.0) <= overdue}
 

@@ -15,7 +15,7 @@ import time
 from stream import config, memory
 from stream.kpi import buckets as b
 from stream.kpi.windows import INTERVAL
-from stream.pipeline import BACKLOG_GAP_MAX_S, Pipeline
+from stream.pipeline import BACKLOG_GAP_MAX_S, OVERDUE_INTERVALS, Pipeline
 
 
 def _pipeline(**env) -> Pipeline:
@@ -42,7 +42,7 @@ def test_checkpoint_rotation_saves_each_shard_once_per_interval():
 
 
 def test_an_overdue_shard_is_saved_whatever_the_rotation_says():
-    """Slow cycles: ten turns may take a minute; a shard whose checkpoint is 1.5 intervals
+    """Slow cycles: ten turns may take a minute; a shard whose checkpoint is 3 intervals
     old is saved in the next cycle."""
     p = _pipeline()
     names = _own_shards(p)
@@ -50,7 +50,7 @@ def test_an_overdue_shard_is_saved_whatever_the_rotation_says():
     p._saved_at = dict.fromkeys(names, now)
     first = p._checkpoint_turn()
     late = next(n for n in names if n not in first and n not in p._checkpoint_turn())
-    p._saved_at[late] = now - 1.5 * p.cfg.checkpoint_interval_s - 0.1
+    p._saved_at[late] = now - OVERDUE_INTERVALS * p.cfg.checkpoint_interval_s - 0.1
     assert late in p._checkpoint_turn()
     # a shard never saved (just assigned) is due at once
     del p._saved_at[names[0]]
