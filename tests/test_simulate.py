@@ -794,7 +794,10 @@ def test_produce_paced_and_cancelled(broker: str) -> None:
 
 
 def test_produce_live_uses_wall_clock(broker: str) -> None:
-    sim = Simulator(SimConfig(seed=6, rate=2.0, agents=None, duration_s=2.0))
+    # a flat profile: with the default one the 2 s window held a contact or none in the
+    # evening (Berlin 22:00 is 0.2 × the rate), and the run was over in 30 ms
+    sim = Simulator(SimConfig(seed=6, rate=5.0, agents=None, duration_s=2.0,
+                              profile=(1.0,) * 24))
 
     async def main() -> ProduceStats:
         await _create_topics(parse_broker(broker), ["cc.interactions", "cc.agent-states", "cc.surveys"])
