@@ -393,7 +393,8 @@ class Pipeline:
             return max(marks, default=0.0)
         return time.time()
 
-    def _unread(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, int | None]]:
+    def _unread(self, names: Iterable[str] | None = None
+                ) -> Iterator[tuple[str, str, int, int | None]]:
         """(shard, topic, partition, records waiting to be read) of the owned partitions:
         high watermark − position as last fetched; None while the watermark is unknown."""
         consumer = self.consumer
@@ -680,9 +681,8 @@ class Pipeline:
         replay, a backlog after an outage) it would space a shard's checkpoints by many
         intervals, and its dirty state and the records to re-read after a crash would pile
         up (replay: 50 s without a checkpoint, RSS doubling). So a shard whose last
-        checkpoint is OVERDUE_INTERVALS old is saved whatever the rotation says. Not sooner:
-        at 1.5 intervals a live worker's cycles, 0.5 s give or take, tipped shards into
-        saving together (bench: freshness p99 up by a third).
+        checkpoint is OVERDUE_INTERVALS old is saved whatever the rotation says; so many that
+        a live worker's rotation (cycles 0.5 s give or take) never trips it.
         """
         interval = self.cfg.checkpoint_interval_s
         n = max(1, round(interval / self.cfg.publish_interval_s))
@@ -764,9 +764,9 @@ class Pipeline:
         async with self.sink.lock():
             f_windows, f_live, _ = await self.sink.foreign_partials(others)
             starts = set().union(*closed.values()) if closed else set()
-            # every shard's part of a changed interval, own ones included, from Redis (own
-            # parts were saved just above): a shard that already dropped an old interval
-            # from memory still contributes the part it published before
+            # every shard's part of a changed interval: own ones from memory where the shard
+            # holds the whole interval, the rest from Redis (a shard that already dropped an
+            # old interval still contributes the part it published before)
             intervals = await self._interval_sums(ivpartials, starts)
             windows = merge([*own_windows, *f_windows])
             live = LiveMerged()

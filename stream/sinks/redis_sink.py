@@ -181,12 +181,12 @@ class ScriptBatch:
     def publish(self, channel: str, message) -> None:
         self.ops.append(["PUBLISH", channel, _text(message)])
 
-    async def execute(self, script) -> None:
-        if self.ops:
-            await script(keys=[], args=[_MSGPACK.encode(self.ops)])
-
     def encode(self) -> bytes:
         return _MSGPACK.encode(self.ops)
+
+    async def execute(self, script) -> None:
+        if self.ops:
+            await script(keys=[], args=[self.encode()])
 
 
 @dataclass
