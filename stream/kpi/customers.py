@@ -127,12 +127,17 @@ class CustomerShard(BucketStore):
         self._settle(customer, cust)
         return "ok"
 
+    def _forget_before(self, now: float) -> float:
+        """Contacts and customers last active before this can no longer change any kept
+        bucket: past the FCR horizon, the retention (late events) and an hour of ACW."""
+        return now - self.horizon - self.retention_s - 3600.0
+
     def _settle(self, name: str, cust: Customer) -> None:
         # contacts past the point where anything can still change them are dropped, or a
         # customer who keeps calling keeps every contact ever (1 M-call replay: RSS grew
         # without bound, derive went quadratic); contacts linked to them are older than the
         # retention too, so their re-derived facts land in no bucket
-        forget_before = self.clock - self.horizon - self.retention_s - 3600.0
+        forget_before = self._forget_before(self.clock)
         old = [iid for iid, c in cust.contacts.items()
                if max(c.first_offered, c.handled or 0.0) < forget_before]
         for iid in old:
@@ -155,7 +160,7 @@ class CustomerShard(BucketStore):
                 self._settle(name, cust)
         # a customer is forgotten once nothing can change its facts any more: its horizon has
         # passed and even a late event (retention) or an ACW timeout can no longer touch it
-        forget_before = now - self.horizon - self.retention_s - 3600.0
+        forget_before = self._forget_before(now)
         for name in [n for n, c in self.customers.items() if c.last_activity < forget_before]:
             del self.customers[name]
             self.dirty_customers.add(name)
