@@ -17,6 +17,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_wi
                          merge, queue_interval_partials, queue_window_partials)
 from .memory import trim_heap
 from .sinks.prometheus_sink import Metrics
-from .sinks.redis_sink import AgentParts, AgentView, RedisSink
+from .sinks.redis_sink import AgentParts, AgentView, RedisSink, StagedSave
 from .view import LiveMerged, View, build_view, scope_kpis
 
 log = logging.getLogger("ccpulse.pipeline")
@@ -162,6 +163,20 @@ TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (st
 SHARD_PREFIX = {"interactions": "i", "surveys": "i", "agents": "a", "customers": "c"}
 
 
+@dataclass
+class CycleParts:
+    """What a publish cycle computed from the owned shards, for its merge and checkpoint."""
+
+    partials: dict[str, tuple[Partial, LiveMerged]]  # shard -> (window partials, live)
+    ivpartials: dict[str, Partial]  # shard -> (scope, interval start) parts
+    starts: set[int]  # the interval starts to rewrite
+    agents: AgentParts | None  # the agent slices this cycle refreshes
+    state: set[str]  # the shards whose state and offsets this cycle checkpoints
+    full: bool  # Redis lost data: everything is saved again
+    staged: StagedSave | None = None  # the checkpoint, encoded under the lock
+    sent: bool = False  # the checkpoint is applied
+
+
 def shard_name(kind: str, partition: int) -> str:
     """i<p>: interactions+surveys partition p (co-partitioned), a<p>: agents, c<p>: customers."""
     return f"{SHARD_PREFIX[kind]}{partition}"
@@ -197,7 +212,10 @@ class Pipeline:
         self.owned: dict[str, Any] = {}  # shard name -> shard
         self.view: View | None = None
         self.ready = False
+        # `lock`: applying a batch and a cycle's computing exclude each other. `cycle_lock`:
+        # one cycle at a time, whole, and never during a revocation, assignment or stop
         self.lock = asyncio.Lock()
+        self.cycle_lock = asyncio.Lock()
         self.cycle_count = 0
         self.events_seen = 0
         self.last_publish_ok: float | None = None
@@ -218,6 +236,7 @@ class Pipeline:
         self._saved_at: dict[str, float] = {}  # shard -> monotonic time of its last checkpoint
         self._gc_full_at = self._trim_at = time.monotonic()
         self._members_n = 0
+        self._lap_at: float | None = None  # set while a publish cycle runs (see _lap)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -272,7 +291,7 @@ class Pipeline:
         self._stop.set()
 
         async def final_save() -> None:
-            async with self.lock:
+            async with self.cycle_lock, self.lock:
                 if self.owned and await self._flush_dead_letters():
                     await self._save(time.time())
 
@@ -290,7 +309,7 @@ class Pipeline:
     async def on_revoked(self, revoked) -> None:
         names = {shard_name(self.kinds[tp.topic], tp.partition) for tp in revoked}
         log.info("partitions revoked: %s", sorted(names))
-        async with self.lock:
+        async with self.cycle_lock, self.lock:
             self.ready = False
             if self.owned and await self._flush_dead_letters():
                 with contextlib.suppress(Exception):
@@ -303,7 +322,7 @@ class Pipeline:
 
     async def on_assigned(self, assigned) -> None:
         """Restore each new shard from its checkpoint, then seek to the saved offsets."""
-        async with self.lock:
+        async with self.cycle_lock, self.lock:
             assert self.consumer is not None
             try:
                 self.check_copartitioning()
@@ -456,10 +475,11 @@ class Pipeline:
                 continue
             if not batches:
                 continue
-            # A batch is applied under the cycle's lock: otherwise every await of a publish
-            # cycle (a dozen Redis round trips) let the consumer apply a whole batch first, so
-            # under load one cycle took 10-20 s of wall time (bench: worker log "publish is
-            # overlapping", freshness p50 > 5 s, rebalances with two workers).
+            # A batch is applied under the lock a cycle holds while it computes and stages
+            # its writes: when every await of a cycle (a dozen Redis round trips) let the
+            # consumer apply a whole batch first, one cycle took 10-20 s of wall time under
+            # load (bench: freshness p50 > 5 s, rebalances with two workers). Its round trips
+            # after the staging (checkpoint, merge reads, view) no longer hold consuming.
             async with self.lock:
                 self.engine.future_limit = time.time() + 3600.0
                 for tp, records in batches.items():
@@ -532,41 +552,97 @@ class Pipeline:
         if (time.monotonic() - self._cycle_end < min(self._cycle_cost, BACKLOG_GAP_MAX_S)
                 and self.backlog() > BACKLOG_RECORDS):
             return self.redis_ok
-        async with self.lock:
-            started = time.monotonic()
+        async with self.cycle_lock:
+            started = self._lap_at = time.monotonic()
             try:
-                return await self._cycle_locked()
+                return await self._run_cycle()
             finally:
+                self._lap_at = None
                 self._cycle_end = time.monotonic()
                 self._cycle_cost = self._cycle_end - started
                 self.metrics.cycle_time.observe(self._cycle_cost)
 
-    async def _cycle_locked(self) -> bool:
-        now = self._advance_clocks()
-        if now is None:  # event clock, no event yet: nothing to publish
-            return await self._flush_dead_letters()
-        dead, obs, counts, dups = self.engine.take_outputs()
-        self.metrics.record(dead, obs, counts, dups)
-        self._pending_dead.extend(dead)
+    def _lap(self, phase: str) -> None:
+        """Time since the previous lap, observed as this cycle's `phase` (CYCLE_PHASES);
+        nothing outside a publish cycle (the saves of a shutdown or a revocation)."""
+        if self._lap_at is None:
+            return
+        now = time.monotonic()
+        self.metrics.cycle_phase.labels(phase).observe(now - self._lap_at)
+        self._lap_at = now
+
+    async def _run_cycle(self) -> bool:
+        """Everything up to the view under the lock; a checkpoint that follows the view is
+        sent after it, while consuming goes on.
+
+        Under the lock: the clocks, the engine's outputs (sent now, acknowledged just before
+        the checkpoint, so the broker's round trip overlaps the cycle), the partials, the
+        merge, the view, and the checkpoint encoded (its state and offsets taken together).
+        Records applied while the checkpoint travels are the next cycle's: their changed
+        intervals and dirty keys are marked again. Consuming is held up to the view: records
+        applied between the partials and the view would not be in this view anyway, and
+        their CPU would delay it (bench: freshness p50 +60 ms when the merge and the view
+        were written unlocked).
+        """
+        async with self.lock:
+            now = self._advance_clocks()
+            if now is None:  # event clock, no event yet: nothing to publish
+                return await self._flush_dead_letters()
+            dead, obs, counts, dups = self.engine.take_outputs()
+            self.metrics.record(dead, obs, counts, dups)
+            self._pending_dead.extend(dead)
+            taken: dict[str, set] = {}
+            parts = None
+            try:
+                acked = await self._start_sending()
+                taken = self._take_changed()
+                parts = await self._prepare(now, taken, every_shard=False)
+                await self._publish(now, parts, acked)
+                if parts.staged is None:  # the view went first
+                    self._stage(parts, now)
+            except Exception as exc:
+                self._put_back(taken, parts)
+                return self._cycle_failed(exc)
         try:
-            # sent now, acknowledged just before the checkpoint: the broker's round trip
-            # overlaps the cycle's computing instead of adding to it
-            acked = await self._start_sending()
-            ok = await self._save_and_publish(now, acked)
+            if not parts.sent:
+                await self._checkpoint(parts, acked)
         except Exception as exc:
-            self.metrics.publish_failures.labels(
-                "kafka" if self._pending_dead else "redis").inc()
-            if self.redis_ok:
-                log.warning("publish cycle failed: %s", exc)
-            self.redis_ok = False
-            return False
-        self.redis_ok = ok
+            self._put_back(taken, parts)
+            return self._cycle_failed(exc)
+        self.redis_ok = True
         self.cycle_count += 1
         self._collect_garbage()
-        if ok and self.cycle_count % 600 == 0:
+        if self.cycle_count % 600 == 0:
             with contextlib.suppress(Exception):
                 await self.sink.prune_interval_index()
-        return ok
+        self._lap("housekeeping")
+        return True
+
+    def _take_changed(self) -> dict[str, set]:
+        """The intervals changed since the last cycle, taken from the shards: records applied
+        while this cycle waits for Redis mark theirs again for the next one (clearing them
+        after the publish lost those updates). Put back on failure (`_put_back`)."""
+        taken = {name: shard.changed_intervals for name, shard in self.owned.items()}
+        for shard in self.owned.values():
+            shard.changed_intervals = set()
+        return taken
+
+    def _put_back(self, taken: dict[str, set], parts: CycleParts | None) -> None:
+        """A cycle failed: its changed intervals and its checkpoint's dirty keys are the
+        next cycle's."""
+        if parts is not None and parts.staged is not None:
+            parts.staged.undo()
+        for name, starts in taken.items():
+            shard = self.owned.get(name)
+            if shard is not None:
+                shard.changed_intervals |= starts
+
+    def _cycle_failed(self, exc: Exception) -> bool:
+        self.metrics.publish_failures.labels("kafka" if self._pending_dead else "redis").inc()
+        if self.redis_ok:
+            log.warning("publish cycle failed: %s", exc)
+        self.redis_ok = False
+        return False
 
     def _collect_garbage(self) -> None:
         """Keep Python's full garbage collections off the hot path.
@@ -691,11 +767,17 @@ class Pipeline:
         return {name for i, name in enumerate(sorted(self.owned))
                 if (i + turn) % n == 0 or self._saved_at.get(name, 0.0) <= overdue}
 
-    async def _save(self, now: float, closed: dict[str, set] | None = None,
-                    every_shard: bool = True, acked=None):
-        """Save every owned shard's partials, and the state of every shard (shutdown,
-        revocation) or of those whose turn it is; returns own partials, intervals, the
-        changed intervals and the agent side of this cycle."""
+    async def _save(self, now: float, closed: dict[str, set] | None = None) -> None:
+        """Save every owned shard's state and partials (shutdown, revocation)."""
+        parts = await self._prepare(now, closed, every_shard=True)
+        self._stage(parts, now)
+        await self._checkpoint(parts)
+
+    async def _prepare(self, now: float, closed: dict[str, set] | None,
+                       every_shard: bool) -> CycleParts:
+        """Own partials of every owned shard, the intervals to rewrite, the agent side of
+        this cycle, and the shards whose state to checkpoint: every shard (shutdown,
+        revocation, a Redis that lost its data) or those whose turn it is."""
         partials, ivpartials = {}, {}
         if closed is None:
             closed = {name: set(shard.changed_intervals) for name, shard in self.owned.items()}
@@ -719,14 +801,47 @@ class Pipeline:
             ivpartials[name] = queue_interval_partials([shard], starts)
         agents = self._agent_parts(now, full)
         state = set(self.owned) if every_shard or full else self._checkpoint_turn()
-        if acked is not None:  # the outputs of the records this checkpoint moves past
+        self._lap("prepare")
+        return CycleParts(partials, ivpartials, starts, agents, state, full)
+
+    def _stage(self, parts: CycleParts, now: float) -> None:
+        """Encode the checkpoint: the shards' dirty state and their offsets, together."""
+        parts.staged = self.sink.stage_save(self.owned, self.offsets, parts.partials,
+                                            parts.ivpartials, now, parts.full, parts.agents,
+                                            parts.state)
+        self._lap("stage")
+
+    async def _checkpoint(self, parts: CycleParts, acked=None) -> None:
+        """One Lua call: the partials of every owned shard, and the state and offsets of
+        the shards in `parts.state`, after the outputs of the records it moves past."""
+        assert parts.staged is not None
+        if acked is not None:
             await acked()
-        await self.sink.save_shards(self.owned, self.offsets, partials, ivpartials, now, full,
-                                    agents, state)
+        await self.sink.send_save(parts.staged)
+        parts.sent = True
+        self._lap("checkpoint")
         saved_at = time.monotonic()
-        for name in state:
+        for name in parts.state:
             self._saved_at[name] = saved_at
-        return partials, ivpartials, closed, agents
+
+    def _view_first(self, parts: CycleParts, others: list[str]) -> bool:
+        """Whether this cycle may write the view before its checkpoint, taking the
+        checkpoint (a third of a live cycle) off every event's freshness.
+
+        Only as the sole writer: another worker merges this one's partials under the view
+        lock, so they must be in Redis before this worker's view, or the two views would
+        step back and forth. Not after Redis lost data (the full save resets what the view
+        writer believes is written). Not when an owned shard changed an interval it may
+        already have pruned: that interval's sum reads the shard's part back from Redis,
+        which must be this cycle's.
+        """
+        if others or parts.full:
+            return False
+        for name, shard in self.owned.items():
+            complete = shard.complete_from()
+            if any(start < complete for _, start in parts.ivpartials.get(name, ())):
+                return False
+        return True
 
     def all_shard_names(self) -> list[str]:
         assert self.consumer is not None
@@ -738,57 +853,43 @@ class Pipeline:
                 names.append(shard_name(kind, p))
         return names
 
-    async def _save_and_publish(self, now: float, acked=None) -> bool:
-        # Take the changed intervals before the first await: events that run() applies
-        # while this cycle waits for Redis mark their intervals again for the next cycle
-        # (clearing them after the publish lost those updates). Put back on failure.
-        taken = {name: shard.changed_intervals for name, shard in self.owned.items()}
-        for shard in self.owned.values():
-            shard.changed_intervals = set()
-        try:
-            return await self._publish(now, taken, acked)
-        except BaseException:
-            for name, starts in taken.items():
-                shard = self.owned.get(name)
-                if shard is not None:
-                    shard.changed_intervals |= starts
-            raise
-
-    async def _publish(self, now: float, taken: dict[str, set], acked=None) -> bool:
-        partials, ivpartials, closed, agent_parts = await self._save(now, taken,
-                                                                     every_shard=False,
-                                                                     acked=acked)
-        own_windows = [w for w, _ in partials.values()]
-        own_live = [lv for _, lv in partials.values()]
+    async def _publish(self, now: float, parts: CycleParts, acked) -> None:
+        """Merge with other workers' partials and write the view; the checkpoint first
+        unless the view may go first (`_view_first`: then the caller saves it after)."""
         others = [n for n in self.all_shard_names() if n not in self.owned]
+        if not self._view_first(parts, others):
+            self._stage(parts, now)
+            await self._checkpoint(parts, acked)
+        own_windows = [w for w, _ in parts.partials.values()]
+        own_live = [lv for _, lv in parts.partials.values()]
         async with self.sink.lock():
             f_windows, f_live, _ = await self.sink.foreign_partials(others)
-            starts = set().union(*closed.values()) if closed else set()
             # every shard's part of a changed interval: own ones from memory where the shard
             # holds the whole interval, the rest from Redis (a shard that already dropped an
             # old interval still contributes the part it published before)
-            intervals = await self._interval_sums(ivpartials, starts)
+            intervals = await self._interval_sums(parts.ivpartials, parts.starts)
             windows = merge([*own_windows, *f_windows])
             live = LiveMerged()
             for part in [*own_live, *f_live]:
                 live.add(part)
             view = build_view(windows, live, self.cfg, now, time.time(), self.staffing)
             agents = None
-            if agent_parts is not None:
-                agents = await self._merge_agents(agent_parts, others)
+            if parts.agents is not None:
+                agents = await self._merge_agents(parts.agents, others)
                 docs = self._agent_docs(agents)
                 view.kpi.update(docs)
             scopes = ["center", *[f"queue:{q}" for q in view.queues]]
+            self._lap("merge")
             await self.sink.write_view(view, intervals, scopes, sole_writer=not others,
                                        agents=agents)
+            self._lap("write")
         if agents is not None:  # published: these slices are done until their next turn
             for s in agents.slices:
-                self._agent_starts[s] -= agent_parts.starts[s]
+                self._agent_starts[s] -= parts.agents.starts[s]
             self._agent_turn += 1
             self.agent_kpi = docs
         self.view = view
         self.last_publish_ok = time.time()
-        return True
 
     async def _merge_agents(self, parts: AgentParts, others: list[str]) -> AgentView:
         """Own and other shards' partials of the refreshed agent slices, merged and turned

@@ -40,3 +40,30 @@ def test_a_frequent_caller_keeps_a_bounded_number_of_contacts():
     for key, acc in recent.items():
         assert keep_all.intervals[key] == pytest.approx(acc, abs=1e-9), key
         assert not b.is_zero(acc) or b.is_zero(keep_all.intervals[key])
+
+
+def test_the_deadline_heap_keeps_live_entries_and_settles_every_due_customer():
+    """Each settle pushed an entry, superseded or not, and each popped one re-derived the
+    customer: the heap grew with every contact (1 M-call replay). Now one live entry per
+    customer (`Customer.due`), stale ones skipped, and the heap rebuilt past 2× the live."""
+    from stream.kpi.customers import derive
+
+    shard = CustomerShard(48 * HOUR, 75 * 60.0, 72 * HOUR)
+    t = T0
+    biggest = 0
+    for i in range(30 * 24):  # 30 days, a contact an hour, for 40 customers in turn
+        t = T0 + i * HOUR
+        shard.advance(t)
+        for c in range(i % 4, 40, 4):
+            shard.upsert(f"cust-{c}", f"c{i}-{c}", Contact(t, t + 600, ("billing", "voice", "a1"),
+                                                           "resolved" if (i + c) % 3 else None))
+        biggest = max(biggest, len(shard.deadlines))
+    shard.advance(t + 700)
+    assert biggest <= 2 * 40 + 1024
+    live = set(shard.deadlines)
+    for name, cust in shard.customers.items():
+        facts, due = derive(cust.contacts, shard.clock, shard.horizon)
+        assert cust.facts == facts, name  # settled at every due time, none missed
+        assert cust.due == due
+        if due is not None:
+            assert (due, name) in live

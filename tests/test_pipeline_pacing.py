@@ -10,6 +10,7 @@ where that is exact. No broker or Redis: the pipeline's collaborators are stubbe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from stream import config, memory
@@ -65,7 +66,7 @@ def test_consuming_between_cycles_is_capped_under_a_backlog():
         ran.append(time.monotonic())
         return True
 
-    p._cycle_locked = cycle_locked
+    p._run_cycle = cycle_locked
     p.backlog = lambda: 10**6
     p._cycle_cost = 20.0  # the last cycle was very slow
     p._cycle_end = time.monotonic() - 0.1
@@ -116,3 +117,73 @@ def test_interval_sums_read_redis_only_where_memory_may_be_incomplete():
 def test_heap_trim_runs_here():
     assert memory.can_trim()  # glibc (Debian, the production image)
     assert memory.trim_heap() >= 0.0
+
+
+def _order_of_a_cycle(p: Pipeline, others: list[str], full: bool = False,
+                      taken: dict[str, set] | None = None) -> list[str]:
+    """The sink calls of one `_publish`, in order (Redis stubbed)."""
+    order: list[str] = []
+
+    async def needs_full_save():
+        return full
+
+    async def send_save(staged):
+        order.append("checkpoint")
+
+    async def foreign_partials(names, slices=None):
+        return [], [], {}
+
+    async def read_intervals(pairs, slice_=None, into=None):
+        return into
+
+    async def write_view(*args, **kw):
+        order.append("view")
+
+    @contextlib.asynccontextmanager
+    async def lock():
+        yield
+
+    sink = p.sink
+    sink.needs_full_save, sink.send_save = needs_full_save, send_save
+    sink.foreign_partials, sink.read_intervals = foreign_partials, read_intervals
+    sink.write_view, sink.lock = write_view, lock
+    p.all_shard_names = lambda: [*sorted(p.owned), *others]
+    async def start_sending():
+        async def acked():
+            order.append("acked")
+        return acked
+
+    p._start_sending = start_sending
+    p._advance_clocks = p.now
+    for name, starts in (taken or {}).items():
+        p.owned[name].changed_intervals = set(starts)
+    assert asyncio.run(p._run_cycle())
+    return order
+
+
+def test_a_sole_writer_writes_the_view_before_its_checkpoint():
+    """The checkpoint was a third of a live cycle (bench phases): the sole writer takes it
+    off the path to the wallboard. With another worker, that worker merges this one's
+    partials, so they are saved first; after Redis lost data, too."""
+    p = _pipeline()
+    _own_shards(p, 1)
+    assert _order_of_a_cycle(p, []) == ["view", "acked", "checkpoint"]
+    assert _order_of_a_cycle(p, ["i1"]) == ["acked", "checkpoint", "view"]
+    assert _order_of_a_cycle(p, [], full=True) == ["acked", "checkpoint", "view"]
+
+
+def test_a_changed_interval_the_shard_may_have_pruned_is_saved_before_the_view():
+    """Such an interval's sum reads the shard's own part back from Redis: this cycle's."""
+    p = _pipeline()
+    shard = p.engine.shard(0)
+    p.owned["i0"] = shard
+    p.offsets["i0"] = {}
+    shard.clock = 1_790_000_100.0
+    old = (int(shard.complete_from()) // INTERVAL - 1) * INTERVAL
+    acc = b.new()
+    acc[b.OFFERED] = 1.0
+    shard.qintervals[("q", "voice", old)] = acc
+    assert _order_of_a_cycle(p, [], taken={"i0": {old}}) == ["acked", "checkpoint", "view"]
+    new = (int(shard.complete_from()) // INTERVAL + 2) * INTERVAL
+    shard.qintervals[("q", "voice", new)] = list(acc)
+    assert _order_of_a_cycle(p, [], taken={"i0": {new}}) == ["view", "acked", "checkpoint"]

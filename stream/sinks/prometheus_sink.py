@@ -49,6 +49,8 @@ EXPORTED_METRICS = (
 )
 HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds")
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+# a publish cycle's phases, in order (Pipeline._lap)
+CYCLE_PHASES = ("prepare", "stage", "checkpoint", "merge", "write", "housekeeping")
 
 
 def scope_labels(scope: str) -> tuple[str, str] | None:
@@ -160,6 +162,12 @@ class Metrics:
         self.cycle_time = Histogram("cc_publish_cycle_seconds",
                                     "Wall time of a publish cycle (checkpoint, merge, Redis write)",
                                     buckets=CYCLE_BUCKETS, registry=r)
+        # where a cycle's time goes: what to shorten when freshness or a replay is slow
+        self.cycle_phase = Histogram("cc_publish_phase_seconds",
+                                     "Wall time of each phase of a publish cycle",
+                                     ["phase"], buckets=CYCLE_BUCKETS, registry=r)
+        for phase in CYCLE_PHASES:
+            self.cycle_phase.labels(phase)
         r.register(ViewCollector(get_view, get_lag))
         for reason in ("invalid_json", "invalid_utf8", "unknown_type", "bad_name", "bad_timestamp",
                        "missing_field", "invalid_field", "too_late", "impossible_transition",

@@ -210,6 +210,21 @@ class AgentView:
     intervals: Partial  # (agent:<id>, start) -> sums
 
 
+@dataclass
+class StagedSave:
+    """A checkpoint encoded by `RedisSink.stage_save`, not sent yet."""
+
+    ops: bytes  # the msgpack of the script's commands
+    full: bool  # a whole-state save after Redis lost data: no marker check
+    tokens: list  # (shard, token) to put the dirty markers back if it is not applied
+
+    def undo(self) -> None:
+        """Mark what this save held dirty again (it failed or was never sent)."""
+        for shard, token in self.tokens:
+            ck.unstage(shard, token)
+        self.tokens = []
+
+
 class RedisReset(RuntimeError):
     """Redis no longer holds this worker's saves (restarted empty or flushed)."""
 
@@ -258,18 +273,24 @@ class RedisSink:
                           ivpartials: dict[str, Partial], as_of: float,
                           full: bool = False, agents: "AgentParts | None" = None,
                           state: set[str] | None = None) -> None:
-        """Save state + offsets + partials of every owned shard in one transaction.
+        """Save state + offsets + partials of every owned shard in one transaction
+        (`stage_save`, then `send_save`)."""
+        await self.send_save(self.stage_save(shards, offsets, partials, ivpartials, as_of, full,
+                                             agents, state))
 
-        `full` rewrites each shard's whole state (after `needs_full_save`). The transaction
-        checks this worker's marker first, so a Redis that lost its data between that check
-        and this save makes the save fail instead of leaving a partial checkpoint behind.
-        `agents` adds the agent-scope partials of the slices this cycle refreshes. `state`
-        names the shards whose state and offsets are checkpointed (None: all); the others
-        only publish their partials, which may run ahead of their checkpoint — a restart
-        re-derives them from the saved offsets, so they come back the same.
+    def stage_save(self, shards: dict[str, Any], offsets: dict[str, dict[str, int]],
+                   partials: dict[str, tuple[Partial, LiveMerged]],
+                   ivpartials: dict[str, Partial], as_of: float,
+                   full: bool = False, agents: "AgentParts | None" = None,
+                   state: set[str] | None = None) -> StagedSave:
+        """Encode a checkpoint now, to send later: the shards may change meanwhile.
 
-        One Lua call applies it all (atomic like MULTI/EXEC): redis-py's packing of every
-        command and parsing of every reply was a quarter of a replay's cycle (py-spy).
+        `full` rewrites each shard's whole state (after `needs_full_save`). `agents` adds the
+        agent-scope partials of the slices this cycle refreshes. `state` names the shards
+        whose state and offsets are checkpointed (None: all); the others only publish their
+        partials, which may run ahead of their checkpoint — a restart re-derives them from
+        the saved offsets, so they come back the same. Staging clears the shards' dirty
+        markers; a save that is not sent must be `undo`ne.
         """
         pipe = ScriptBatch()
         tokens: list = []
@@ -301,22 +322,33 @@ class RedisSink:
                     pipe.expire(key, INTERVAL_TTL_S + 86400)
                 if agents is not None:
                     self._stage_agent_parts(pipe, keys, agents, as_of)
-            mark = str(self._saves + 1).encode()
-            try:
-                await self._save_script(keys=[self.marker], args=[
-                    pipe.encode(), "0" if full else "1", self._saved_mark or b"", mark,
-                    str(MARKER_TTL_S)])
-            except redis.exceptions.ResponseError as exc:
-                if "CCPULSE_RESET" in str(exc):
-                    raise RedisReset("Redis lost this worker's checkpoints: full save next "
-                                     "cycle") from exc
-                raise
-            self._saves += 1
-            self._saved_mark = mark
+            return StagedSave(pipe.encode(), full, tokens)
         except BaseException:
-            for shard, token in tokens:
-                ck.unstage(shard, token)
+            StagedSave(b"", full, tokens).undo()
             raise
+
+    async def send_save(self, staged: StagedSave) -> None:
+        """Apply a staged checkpoint with one Lua call (atomic like MULTI/EXEC: redis-py's
+        packing of every command and parsing of every reply was a quarter of a replay's
+        cycle). The script checks this worker's marker first, so a Redis that lost its data
+        since the last save refuses the whole save (`RedisReset`) instead of holding a
+        partial checkpoint. On any failure the shards are marked dirty again."""
+        mark = str(self._saves + 1).encode()
+        try:
+            await self._save_script(keys=[self.marker], args=[
+                staged.ops, "0" if staged.full else "1", self._saved_mark or b"", mark,
+                str(MARKER_TTL_S)])
+        except redis.exceptions.ResponseError as exc:
+            staged.undo()
+            if "CCPULSE_RESET" in str(exc):
+                raise RedisReset("Redis lost this worker's checkpoints: full save next "
+                                 "cycle") from exc
+            raise
+        except BaseException:
+            staged.undo()
+            raise
+        self._saves += 1
+        self._saved_mark = mark
 
     def _stage_agent_parts(self, pipe, keys: ck.ShardKeys, agents: "AgentParts",
                            as_of: float) -> None:
