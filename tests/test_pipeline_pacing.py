@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import time
 
+import msgspec
+
 from stream import config, memory
 from stream.kpi import buckets as b
 from stream.kpi.windows import INTERVAL
@@ -187,3 +189,69 @@ def test_a_changed_interval_the_shard_may_have_pruned_is_saved_before_the_view()
     new = (int(shard.complete_from()) // INTERVAL + 2) * INTERVAL
     shard.qintervals[("q", "voice", new)] = list(acc)
     assert _order_of_a_cycle(p, [], taken={"i0": {new}}) == ["view", "acked", "checkpoint"]
+
+
+def test_records_applied_while_the_checkpoint_travels_are_the_next_cycles():
+    """After the view, the checkpoint's round trip no longer holds consuming: what is
+    applied meanwhile stays dirty (next checkpoint) and its interval changed (next view);
+    the checkpoint in flight holds the state and offsets taken together before it."""
+    import orjson
+
+    from stream.kpi.windows import iso_utc
+
+    p = _pipeline()
+    shard = p.owned["i0"] = p.engine.shard(0)
+    topic = p.cfg.topic_interactions
+    p.offsets["i0"] = {}
+
+    def apply(n: int) -> None:
+        ev = {"event_id": f"e{n}", "type": "interaction.offered", "ts": iso_utc(time.time()),
+              "schema_version": 1, "interaction_id": f"i{n}", "channel": "voice", "queue": "q"}
+        p.engine.ingest("interactions", orjson.dumps(ev), 0, n, topic)
+        p.offsets["i0"][f"{topic}:0"] = n + 1
+
+    sent: list = []
+
+    async def needs_full_save():
+        return False
+
+    async def send_save(staged):
+        applied = asyncio.get_running_loop().create_task(apply_meanwhile())
+        await asyncio.sleep(0.05)
+        assert applied.done()  # the lock was free while the checkpoint travelled
+        sent.append(staged.ops)
+
+    async def apply_meanwhile():
+        async with p.lock:
+            apply(1)
+
+    async def nothing(*args, **kw):
+        return ([], [], {}) if args and isinstance(args[0], list) else kw.get("into", {})
+
+    async def start_sending():
+        async def acked():
+            pass
+        return acked
+
+    @contextlib.asynccontextmanager
+    async def lock():
+        yield
+
+    p.sink.needs_full_save, p.sink.send_save = needs_full_save, send_save
+    p.sink.foreign_partials, p.sink.write_view, p.sink.lock = nothing, nothing, lock
+
+    async def read_intervals(pairs, slice_=None, into=None):
+        return into
+
+    p.sink.read_intervals = read_intervals
+    p._start_sending, p._advance_clocks = start_sending, p.now
+    p.all_shard_names = lambda: ["i0"]
+    apply(0)
+    p._saved_at["i0"] = 0.0  # overdue: this cycle checkpoints it
+    assert asyncio.run(p._run_cycle())
+    # the meta hash's offset field, then its value "1" (a msgpack str of one byte): record
+    # 0 only, staged before record 1 was applied
+    field = msgspec.msgpack.encode(f"offset:{topic}:0")
+    assert field + b"\xa11" in sent[0]
+    assert "i1" in shard.dirty_ix and "i0" not in shard.dirty_ix
+    assert shard.changed_intervals  # the record applied meanwhile: the next view's
