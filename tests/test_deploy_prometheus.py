@@ -35,7 +35,8 @@ _COUNTERS = (
     "cc_events_duplicate_total",
     "cc_publish_failures_total",
 )
-_HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds")
+_HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds",
+               "cc_publish_phase_seconds")
 _GAUGES = (
     # windowed, {queue, channel, window}
     "cc_aht_seconds", "cc_asa_seconds", "cc_service_level_ratio", "cc_abandon_ratio",

@@ -45,9 +45,10 @@ EXPORTED_METRICS = (
     *WINDOWED, "cc_service_level_target_ratio", "cc_occupancy_ratio", "cc_contacts_waiting",
     "cc_longest_wait_seconds", "cc_agents", "cc_contacts_at_risk", "cc_required_agents",
     "cc_staffed_agents", "cc_staffing_gap", "cc_event_lag_seconds", "cc_consumer_lag_messages",
-    "cc_publish_cycle_seconds",
+    "cc_publish_cycle_seconds", "cc_publish_phase_seconds",
 )
-HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds")
+HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds",
+              "cc_publish_phase_seconds")
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 # a publish cycle's phases, in order (Pipeline._lap)
 CYCLE_PHASES = ("prepare", "stage", "checkpoint", "merge", "write", "housekeeping")
