@@ -347,6 +347,7 @@ class RedisSink:
         except BaseException:
             staged.undo()
             raise
+        staged.tokens = []  # applied: nothing to put back any more
         self._saves += 1
         self._saved_mark = mark
 
