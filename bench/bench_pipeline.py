@@ -1058,9 +1058,13 @@ def write_report(path: Path, r: dict) -> None:
                   f"`<prefix>kpi:queue:{MARKER_QUEUE}:15m` field `offered` every 10 ms: when it "
                   "reads k, markers 1…k count as visible at that moment. So a latency is "
                   "producer batching + broker + fetch + engine + waiting for the next publish "
-                  "cycle + the cycle itself (checkpoint, merge, Redis MULTI/EXEC) + ≤ 10 ms "
-                  "polling. With the 1 s publish timer the wait for the next cycle alone is "
-                  "uniform in 0…1 s.", ""]
+                  "cycle + the cycle's part up to the view (partials, merge, one Lua call; "
+                  "a worker that owns every partition sends its checkpoint after the view) + "
+                  "≤ 10 ms polling. With the 0.5 s publish timer the wait for the next cycle "
+                  "alone is uniform in 0…0.5 s, and a record that arrives while a cycle holds "
+                  "consuming waits for the one after. The phases in brackets are the means "
+                  "of `cc_publish_phase_seconds`: prepare, merge and write come before the "
+                  "view.", ""]
     rp = r.get("replay")
     if rp:
         lines += ["## Replay (`ccpulse replay`, worker with `CCPULSE_CLOCK=event`)", "",
