@@ -475,11 +475,11 @@ class Pipeline:
                 continue
             if not batches:
                 continue
-            # A batch is applied under the lock a cycle holds while it computes and stages
-            # its writes: when every await of a cycle (a dozen Redis round trips) let the
-            # consumer apply a whole batch first, one cycle took 10-20 s of wall time under
-            # load (bench: freshness p50 > 5 s, rebalances with two workers). Its round trips
-            # after the staging (checkpoint, merge reads, view) no longer hold consuming.
+            # A batch is applied under the lock a cycle holds up to its view: when every
+            # await of a cycle (a dozen Redis round trips) let the consumer apply a whole
+            # batch first, one cycle took 10-20 s of wall time under load (bench: freshness
+            # p50 > 5 s, rebalances with two workers). Only a checkpoint sent after the view
+            # travels while consuming goes on (see _run_cycle).
             async with self.lock:
                 self.engine.future_limit = time.time() + 3600.0
                 for tp, records in batches.items():
