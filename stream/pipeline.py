@@ -174,7 +174,6 @@ class CycleParts:
     state: set[str]  # the shards whose state and offsets this cycle checkpoints
     full: bool  # Redis lost data: everything is saved again
     staged: StagedSave | None = None  # the checkpoint, encoded under the lock
-    sent: bool = False  # the checkpoint is applied
 
 
 def shard_name(kind: str, partition: int) -> str:
@@ -588,23 +587,21 @@ class Pipeline:
             now = self._advance_clocks()
             if now is None:  # event clock, no event yet: nothing to publish
                 return await self._flush_dead_letters()
-            dead, obs, counts, dups = self.engine.take_outputs()
-            self.metrics.record(dead, obs, counts, dups)
-            self._pending_dead.extend(dead)
+            self._take_engine_outputs()
             taken: dict[str, set] = {}
             parts = None
             try:
                 acked = await self._start_sending()
                 taken = self._take_changed()
                 parts = await self._prepare(now, taken, every_shard=False)
-                await self._publish(now, parts, acked)
-                if parts.staged is None:  # the view went first
+                owed = await self._publish(now, parts, acked)
+                if owed:  # the view went first
                     self._stage(parts, now)
             except Exception as exc:
                 self._put_back(taken, parts)
                 return self._cycle_failed(exc)
         try:
-            if not parts.sent:
+            if owed:
                 await self._checkpoint(parts, acked)
         except Exception as exc:
             self._put_back(taken, parts)
@@ -617,6 +614,12 @@ class Pipeline:
                 await self.sink.prune_interval_index()
         self._lap("housekeeping")
         return True
+
+    def _take_engine_outputs(self) -> None:
+        """The engine's outputs since the last take: counted, dead letters queued to send."""
+        dead, obs, counts, dups = self.engine.take_outputs()
+        self.metrics.record(dead, obs, counts, dups)
+        self._pending_dead.extend(dead)
 
     def _take_changed(self) -> dict[str, set]:
         """The intervals changed since the last cycle, taken from the shards: records applied
@@ -669,9 +672,7 @@ class Pipeline:
         """Send the dead letters of every record consumed so far, before a checkpoint that
         moves past those records (shutdown, revocation); False when Kafka refused them —
         then the caller must not checkpoint, so the next owner re-derives them."""
-        dead, obs, counts, dups = self.engine.take_outputs()
-        self.metrics.record(dead, obs, counts, dups)
-        self._pending_dead.extend(dead)
+        self._take_engine_outputs()
         try:
             await self._send_dead_letters()
         except Exception as exc:
@@ -818,7 +819,6 @@ class Pipeline:
         if acked is not None:
             await acked()
         await self.sink.send_save(parts.staged)
-        parts.sent = True
         self._lap("checkpoint")
         saved_at = time.monotonic()
         for name in parts.state:
@@ -853,11 +853,13 @@ class Pipeline:
                 names.append(shard_name(kind, p))
         return names
 
-    async def _publish(self, now: float, parts: CycleParts, acked) -> None:
+    async def _publish(self, now: float, parts: CycleParts, acked) -> bool:
         """Merge with other workers' partials and write the view; the checkpoint first
-        unless the view may go first (`_view_first`: then the caller saves it after)."""
+        unless the view may go first (`_view_first`). True when the checkpoint is still
+        owed: the caller stages and sends it after the view."""
         others = [n for n in self.all_shard_names() if n not in self.owned]
-        if not self._view_first(parts, others):
+        view_first = self._view_first(parts, others)
+        if not view_first:
             self._stage(parts, now)
             await self._checkpoint(parts, acked)
         own_windows = [w for w, _ in parts.partials.values()]
@@ -890,6 +892,7 @@ class Pipeline:
             self.agent_kpi = docs
         self.view = view
         self.last_publish_ok = time.time()
+        return view_first
 
     async def _merge_agents(self, parts: AgentParts, others: list[str]) -> AgentView:
         """Own and other shards' partials of the refreshed agent slices, merged and turned

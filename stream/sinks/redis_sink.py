@@ -338,14 +338,11 @@ class RedisSink:
             await self._save_script(keys=[self.marker], args=[
                 staged.ops, "0" if staged.full else "1", self._saved_mark or b"", mark,
                 str(MARKER_TTL_S)])
-        except redis.exceptions.ResponseError as exc:
+        except BaseException as exc:
             staged.undo()
-            if "CCPULSE_RESET" in str(exc):
+            if isinstance(exc, redis.exceptions.ResponseError) and "CCPULSE_RESET" in str(exc):
                 raise RedisReset("Redis lost this worker's checkpoints: full save next "
                                  "cycle") from exc
-            raise
-        except BaseException:
-            staged.undo()
             raise
         staged.tokens = []  # applied: nothing to put back any more
         self._saves += 1
