@@ -732,7 +732,8 @@ async def paced_load(bootstrap: str, redis_url: str, prefix: str, ts: TopicSet, 
     # a marker never seen counts as infinitely late, so it lands in the upper percentiles
     lat = [s - p for p, s in zip(sent_at, seen_at)] + [math.inf] * (len(sent_at) - len(seen_at))
     return {"sent": sent, "markers": len(sent_at), "seen": len(seen_at),
-            "achieved_rate": sent / produced_s, "latencies": lat}
+            "achieved_rate": sent / produced_s, "latencies": lat,
+            "timeline": [(round(p - t0, 3), x) for p, x in zip(sent_at, lat)]}
 
 
 def freshness_run(stack, records: list, work: Path, rate: float = 5000, seconds: float = 30,
@@ -1124,6 +1125,9 @@ def main() -> None:
     ap.add_argument("--fresh-variants", default="",
                     help="comma list of freshness variant numbers (0 default settings, "
                          "1 publish 0.25 s, 2 per_agent_kpis=false, 3 1,000/s)")
+    ap.add_argument("--fresh-dump", default="",
+                    help="write each freshness run's (sent s, latency s) per marker to this "
+                         "JSON file (to see whether the tail is stalls or spread)")
     ap.add_argument("--no-profile", dest="profile", action="store_false",
                     help="skip the py-spy sample of a worker (taken when py-spy is installed)")
     ap.add_argument("--only", default="", help="comma list: ceilings,pipeline,fresh,replay")
@@ -1220,6 +1224,9 @@ def main() -> None:
                                   profile=args.fresh_profile, **extra)
                 x["duration"] = args.fresh_seconds + 5
                 r["freshness"][label] = x
+                if args.fresh_dump:
+                    Path(args.fresh_dump).write_text(json.dumps(
+                        {k: v["timeline"] for k, v in r["freshness"].items()}))
                 lat = x["latencies"]
                 say(f"freshness {label}: achieved {x['achieved_rate']:,.0f}/s, "
                     f"{x['seen']}/{x['markers']} markers; p50 {fmt_ms(pct(lat, 50))}, "

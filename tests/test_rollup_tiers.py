@@ -90,7 +90,7 @@ def assert_same(expected: dict, got: dict) -> None:
     exp, act = nonzero(expected), nonzero(got)
     assert set(exp) == set(act), sorted(set(exp) ^ set(act))[:10]
     for key, acc in exp.items():
-        for i, (x, y) in enumerate(zip(acc, act[key])):
+        for i, (x, y) in enumerate(zip(b.widen(list(acc)), b.widen(list(act[key])))):
             assert y == pytest.approx(x, rel=1e-9, abs=1e-6), (key, b.FIELDS[i] if i < b.N_FIELDS else i)
 
 

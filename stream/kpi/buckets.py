@@ -1,7 +1,11 @@
 """Fixed-size accumulators: the only numbers the engine keeps per bucket.
 
 An accumulator is a plain list of floats with one slot per field below (no growing
-lists). Every KPI of DESIGN §3 is a ratio of two slots, so buckets, windows, partitions and
+lists), optionally followed by the TTR histogram: only the customer shards' buckets ever
+count a TTR, so the others stay CORE slots long (41 pointers = 328 bytes, inside Python's
+small-object allocator, where the full 90 slots took glibc chunks that fragmented the heap
+among the publish cycle's transients). `apply` and `add_into` widen an accumulator to SIZE
+the first time a histogram slot reaches it; readers treat missing slots as zero. Every KPI of DESIGN §3 is a ratio of two slots, so buckets, windows, partitions and
 workers combine by elementwise addition and ratios are recomputed afterwards — never
 averaged. Facts are sparse deltas {slot: value} so they can be applied and retracted.
 """
@@ -43,25 +47,40 @@ FCR_PENDING = 40
 # Histogram of TTR (seconds) for p90: fixed log-spaced bounds, counts appended after FIELDS.
 TTR_BOUNDS = tuple(60.0 * (1.25 ** i) for i in range(48))  # 1 min … ~3.5 days
 TTR_HIST0 = N_FIELDS
+CORE = N_FIELDS  # length of an accumulator without the TTR histogram
 SIZE = N_FIELDS + len(TTR_BOUNDS) + 1
 
 
 def new() -> list[float]:
-    return [0.0] * SIZE
+    """An empty accumulator (CORE slots: the histogram is added when first counted)."""
+    return [0.0] * CORE
+
+
+def widen(acc: list[float]) -> list[float]:
+    """Give acc the TTR histogram's slots (zeros); SIZE long afterwards."""
+    if len(acc) < SIZE:
+        acc.extend([0.0] * (SIZE - len(acc)))
+    return acc
 
 
 def add_into(acc: list[float], other: list[float]) -> None:
-    if len(other) == len(acc):
-        acc[:] = map(_plus, acc, other)  # elementwise, in C
-    else:  # a packed (shorter) accumulator
-        for i, v in enumerate(other):
-            acc[i] += v
+    """acc += other, elementwise in C; other may be shorter (core-only or packed)."""
+    n = len(other)
+    if n == len(acc):
+        acc[:] = map(_plus, acc, other)
+    else:
+        if n > len(acc):  # keep the two lengths: CORE, or SIZE with the histogram
+            acc.extend([0.0] * ((SIZE if n > CORE else CORE) - len(acc)))
+        acc[:n] = map(_plus, acc, other)  # map stops at the end of other
 
 
 def apply(acc: list[float], delta: dict[int, float] | tuple, sign: float = 1.0) -> None:
     """Add a sparse fact delta ((slot, value), ...) into acc; sign=-1 retracts it."""
     for slot, value in delta:
-        acc[slot] += sign * value
+        try:
+            acc[slot] += sign * value
+        except IndexError:  # a TTR histogram slot in a core-only accumulator
+            widen(acc)[slot] += sign * value
 
 
 def total(accs: Iterable[list[float]]) -> list[float]:
@@ -99,6 +118,10 @@ def pack(acc: list[float]) -> list[float]:
 
 
 def unpack(data: list[float]) -> list[float]:
-    acc = new()
-    acc[: len(data)] = [float(v) for v in data]
+    """A stored (packed) accumulator back to CORE or SIZE slots."""
+    acc = [float(v) for v in data]
+    if len(acc) < CORE:
+        acc.extend([0.0] * (CORE - len(acc)))
+    elif CORE < len(acc) < SIZE:
+        widen(acc)
     return acc

@@ -53,8 +53,9 @@ def ttr_p90(a: Acc) -> float | None:
         return None
     rank = -(-int(round(n)) * 9 // 10)  # ceil(0.9 n)
     seen = 0.0
-    for i, bound in enumerate(b.TTR_BOUNDS):
-        seen += a[b.TTR_HIST0 + i]
+    hist = a[b.TTR_HIST0:]  # empty for a core-only accumulator
+    for i, bound in enumerate(b.TTR_BOUNDS[:len(hist)]):
+        seen += hist[i]
         if seen >= rank:
             return bound
     return float("inf")
