@@ -134,8 +134,12 @@ class AgentShard(BucketStore):
                 self.dirty_agents.add(agent)
         self.prune_buckets(now)
 
-    def current(self) -> dict[str, Change]:
-        return {a: tl.changes[-1] for a, tl in self.agents.items() if tl.changes}
+    def current_changes(self, now: float):
+        """Each agent's last change at or before `now` (the state it is in)."""
+        for tl in self.agents.values():
+            changes = tl.changes
+            if changes and changes[-1].ts <= now:
+                yield changes[-1]
 
     def open_spans(self, now: float, agents: Iterable[str] | None = None):
         """(agent, state, since, queues) of the span still open at `now` (of `agents` only,

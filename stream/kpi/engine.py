@@ -290,18 +290,20 @@ class Engine:
                 else:
                     cur[0] += 1
                     cur[1] = min(cur[1], offered)
+        # agents counted by (state, queues, capacity) first: a few hundred distinct
+        # combinations, so the per-agent work is one tuple counted in C
+        same: Counter = Counter()
+        for shard in agent_shards:
+            same.update((c.state, c.queues, c.capacity) for c in shard.current_changes(now))
         agents: Counter = Counter()
         capacity: Counter = Counter()
-        for shard in agent_shards:
-            for change in shard.current().values():
-                if change.ts > now:
-                    continue
-                agents[("", change.state)] += 1
-                for q in change.queues:
-                    agents[(q, change.state)] += 1
-                    if change.state in ("available", "busy", "acw"):
-                        for ch, n in change.capacity:
-                            capacity[(q, ch)] += n
+        for (state, queues, staffed), n in same.items():
+            agents[("", state)] += n
+            for q in queues:
+                agents[(q, state)] += n
+                if state in ("available", "busy", "acw"):
+                    for ch, k in staffed:
+                        capacity[(q, ch)] += k * n
         risky = []
         for shard in shards:
             risky.extend(shard.at_risk(self.cfg.kpi.at_risk_threshold))

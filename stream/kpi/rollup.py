@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from functools import lru_cache
+from itertools import zip_longest
 from typing import Collection, Iterable
 from zoneinfo import ZoneInfo
 
@@ -41,40 +42,77 @@ def _bounds(now: float, tz: ZoneInfo) -> tuple[dict[str, int], int, int]:
             interval_of(now))
 
 
+def _colsum(accs: list[list[float]]) -> list[float]:
+    """Elementwise sum of accumulators of any length, in C (zip and sum): one pass per
+    column instead of one Python-level add per accumulator."""
+    if len(accs) == 1:
+        return list(accs[0])
+    return list(map(sum, zip_longest(*accs, fillvalue=0.0)))
+
+
 def _bucket_windows(items, starts: dict[str, int], end: int, current_interval: int,
                     out: dict, scope_key) -> None:
-    """Add minute buckets ((key, minute), acc) into the rolling windows and today's tail."""
-    s15, s1h, stoday = starts["15m"], starts["1h"], starts["today"]
+    """Add minute buckets ((key, minute), acc) into the rolling windows and today's tail.
+
+    The windows nest (today's tail ⊆ 15m ⊆ 1h: the current interval starts within the last
+    15 minutes), so each bucket is filed once under the innermost window it belongs to and
+    each group is summed by columns; the windows are then sums of their groups.
+    """
+    s15, s1h = starts["15m"], starts["1h"]
+    tail = max(current_interval, starts["today"])
+    groups: dict[tuple, list] = {}
     for key, minute, acc in items:
-        if minute >= end:
+        if minute >= end or minute < s1h:
             continue
-        k = scope_key(key)
-        if minute >= s15:
-            _add(out, (k, "15m"), acc)
-        if minute >= s1h:
-            _add(out, (k, "1h"), acc)
-        if minute >= current_interval and minute >= stoday:
-            _add(out, (k, "today"), acc)
+        gkey = (scope_key(key), 0 if minute >= tail else 1 if minute >= s15 else 2)
+        group = groups.get(gkey)
+        if group is None:
+            groups[gkey] = [acc]
+        else:
+            group.append(acc)
+    for (k, inner), accs in groups.items():
+        acc = _colsum(accs)
+        for w in _NESTED[inner]:
+            _add(out, (k, w), acc)
+
+
+_NESTED = (("today", "15m", "1h"), ("15m", "1h"), ("1h",))  # windows holding each group
 
 
 def _open_spans(store: AgentShard, now: float, starts: dict[str, int], out: dict,
-                scope_key, agents: Collection[str] | None = None) -> None:
-    """Seconds of the spans agents are in right now, up to `now`, split over their queues."""
+                by_agent: bool, agents: Collection[str] | None = None) -> None:
+    """Seconds of the spans agents are in right now, up to `now`, split over their queues,
+    into ("agent:<id>", window) when `by_agent`, else into ((queue, "*", ""), window).
+
+    The queue side runs every cycle over every agent: spans are first summed per (queues,
+    state), so the per-agent work is three subtractions, not a dict update per window and
+    queue."""
+    sums: dict[tuple, list[float]] = {}
+    bounds = [starts[w] for w in WINDOWS]
     for agent, state, since, queues in store.open_spans(now, agents):
         slot = OCC_SLOT.get(state)
         if slot is None:
             continue
+        gkey = (agent if by_agent else "", queues, slot)
+        cur = sums.get(gkey)
+        if cur is None:
+            cur = sums[gkey] = [0.0] * len(WINDOWS)
+        for i, start in enumerate(bounds):
+            seconds = now - (since if since > start else start)
+            if seconds > 0:
+                cur[i] += seconds
+    for (agent, queues, slot), per_window in sums.items():
         targets = queues or ("",)
-        for w in WINDOWS:
-            seconds = now - max(since, starts[w])
+        for w, seconds in zip(WINDOWS, per_window):
             if seconds <= 0:
                 continue
+            share = seconds / len(targets)
             for q in targets:
-                key = (scope_key((q, "*", agent)), w)
+                key = ("agent:" + agent if by_agent else (q, "*", ""), w)
                 acc = out.get(key)
                 if acc is None:
                     acc = out[key] = b.new()
-                acc[slot] += seconds / len(targets)
+                acc[slot] += share
 
 
 def queue_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInfo) -> Partial:
@@ -93,7 +131,7 @@ def queue_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInf
             if starts["today"] <= start < current:
                 _add(by_key, ((q, ch, ""), "today"), acc)
         if isinstance(store, AgentShard):
-            _open_spans(store, now, starts, by_key, no_agent)
+            _open_spans(store, now, starts, by_key, False)
     out: Partial = {}
     for (triple, w), acc in by_key.items():
         for scope in scopes_of(triple, False, mix=True):
@@ -109,15 +147,15 @@ def agent_window_partials(stores: Iterable[BucketStore], now: float, tz: ZoneInf
     scope = lambda key: "agent:" + key[2]  # noqa: E731
     for store in stores:
         minutes, intervals = store.minutes, store.intervals
-        for agent, keys in _agent_keys(store.agent_minutes, agents):
-            _bucket_windows(((k, k[3], minutes[k]) for k in keys), starts, end, current, out,
-                            scope)
+        _bucket_windows(((k, k[3], minutes[k])
+                         for _, keys in _agent_keys(store.agent_minutes, agents) for k in keys),
+                        starts, end, current, out, scope)
         for agent, keys in _agent_keys(store.agent_intervals, agents):
             for k in keys:
                 if starts["today"] <= k[3] < current:
                     _add(out, ("agent:" + agent, "today"), intervals[k])
         if isinstance(store, AgentShard):
-            _open_spans(store, now, starts, out, scope, agents)
+            _open_spans(store, now, starts, out, True, agents)
     return out
 
 
