@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -768,6 +769,8 @@ def freshness_run(stack, records: list, work: Path, rate: float = 5000, seconds:
             with contextlib.suppress(Exception):
                 spy_proc.wait(60)
                 res["profile"] = summarize_py_spy(spy_out)
+                if os.environ.get("BENCH_KEEP_PROFILE"):  # the raw stacks, for a closer look
+                    shutil.copy(spy_out, os.environ["BENCH_KEEP_PROFILE"])
         res["cpu_s"] = cpu_seconds(w.pid) - cpu0
         res["others_cpu_s"] = {k: cpu_seconds(pid) - others0[k] for k, pid in others.items()}
         res["rss_mib"] = rss_mib(w.pid)

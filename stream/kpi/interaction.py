@@ -199,7 +199,11 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
     """Replay an interaction's events in event-time order into legs and facts."""
     offers = [e for e in events if e.kind == "interaction.offered"]
     first_offer_id = min(offers, key=lambda e: (e.ts, e.event_id)).event_id if offers else None
-    ordered = sorted(range(len(events)), key=lambda i: _sort_key(events[i], first_offer_id))
+    # messages without a customer score change nothing here (always OK, no leg, no score):
+    # left out of the replay, which is linear in the events and chats are mostly messages
+    ordered = sorted((i for i, e in enumerate(events) if e.kind != "interaction.message"
+                      or (e.extra[0] == "customer" and e.extra[1] is not None)),  # type: ignore[index]
+                     key=lambda i: _sort_key(events[i], first_offer_id))
     out = Derived(status=[OK] * len(events))
     legs: list[Leg] = out.legs
     cur: Leg | None = None
