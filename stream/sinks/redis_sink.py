@@ -37,19 +37,22 @@ return 0
 
 
 def _num(value: Any) -> str:
+    if value.__class__ is float:  # nearly every field: tested first
+        if value.is_integer() and -1e15 < value < 1e15:
+            return str(int(value))
+        return repr(round(value, 9))
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(round(value, 9))
+        return _num(float(value))
     return str(value)
 
 
 def hash_fields(doc: dict, stamp: dict[str, str]) -> dict[str, str]:
-    out = {k: _num(v) for k, v in doc.items() if v is not None and not isinstance(v, (list, dict))}
+    out = {k: _num(v) for k, v in doc.items()
+           if v is not None and v.__class__ is not list and v.__class__ is not dict}
     out.update(stamp)
     return out
 
@@ -157,7 +160,9 @@ class ScriptBatch:
         for i in range(0, len(pairs), self.CHUNK):
             flat = ["HSET", key]
             for field, value in pairs[i:i + self.CHUNK]:
-                flat += (_text(field), _text(value))
+                # str (KPI fields) as they are; bytes framed by _text
+                flat += (field if field.__class__ is str else _text(field),
+                         value if value.__class__ is str else _text(value))
             self.ops.append(flat)
 
     def hdel(self, key: str, *fields: str) -> None:
