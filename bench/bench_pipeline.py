@@ -1069,8 +1069,8 @@ def write_report(path: Path, r: dict) -> None:
                   "producer batching + broker + fetch + engine + waiting for the next publish "
                   "cycle + the cycle's part up to the view (partials, merge, one Lua call; "
                   "a worker that owns every partition sends its checkpoint after the view) + "
-                  "≤ 10 ms polling. With the default 0.25 s publish timer the wait for the next cycle "
-                  "alone is uniform in 0…0.25 s, and a record that arrives while a cycle holds "
+                  "≤ 10 ms polling. With the default 0.5 s publish timer the wait for the next cycle "
+                  "alone is uniform in 0…0.5 s, and a record that arrives while a cycle holds "
                   "consuming waits for the one after. The phases in brackets are the means "
                   "of `cc_publish_phase_seconds`: prepare, merge and write come before the "
                   "view.", ""]
@@ -1132,7 +1132,7 @@ def main() -> None:
                     help="py-spy each freshness run (printed, not written to the report)")
     ap.add_argument("--fresh-variants", default="",
                     help="comma list of freshness variant numbers (0 default settings, "
-                         "1 publish 0.5 s, 2 per_agent_kpis=false, 3 1,000/s)")
+                         "1 publish 0.25 s, 2 per_agent_kpis=false, 3 1,000/s)")
     ap.add_argument("--fresh-dump", default="",
                     help="write each freshness run's (sent s, latency s) per marker to this "
                          "JSON file (to see whether the tail is stalls or spread)")
@@ -1218,8 +1218,8 @@ def main() -> None:
 
             default_p = Settings().publish_interval_s
             variants = [(f"{args.fresh_rate:,.0f}/s, publish every {default_p:g} s (default)", {}),
-                        (f"{args.fresh_rate:,.0f}/s, publish every 0.5 s (the default before "
-                         "2026-12-03)", {"CCPULSE_PUBLISH_INTERVAL_S": "0.5"}),
+                        (f"{args.fresh_rate:,.0f}/s, publish every 0.25 s",
+                         {"CCPULSE_PUBLISH_INTERVAL_S": "0.25"}),
                         (f"{args.fresh_rate:,.0f}/s, per_agent_kpis=false",
                          {"CCPULSE_PER_AGENT_KPIS": "false"}),
                         ("1,000/s (default settings)", {"rate": 1000.0})]

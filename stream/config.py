@@ -155,10 +155,11 @@ class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     group_id: str = "ccpulse"
     timezone: str = "UTC"
     clock: Literal["wall", "event"] = "wall"
-    # how often the wallboard picture is rewritten (queue, center and channel scopes);
-    # the wait for the next cycle is part of every event's freshness (bench: p99 at 5,000
-    # events/s 1.5-2.0 s at 0.5 s, 1.0-1.5 s at 0.25 s)
-    publish_interval_s: float = 0.25
+    # how often the wallboard picture is rewritten (queue, center and channel scopes); the
+    # wait for the next cycle is part of every event's freshness (bench at 5,000 events/s:
+    # p99 3.2 s at 0.5 s, 1.2 s at 0.25 s), but agent slices rotate per cycle, so a smaller
+    # value also slows a replay's agent history (docs/BENCHMARKS.md, 2026-12-03)
+    publish_interval_s: float = 0.5
     # every agent scope is refreshed within this (a slice of the agents per publish cycle)
     agent_publish_interval_s: float = 15.0
     # each shard's state is checkpointed with its offsets this often (spread over cycles)
