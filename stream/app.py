@@ -18,7 +18,6 @@ import mode
 import orjson
 
 from .config import Settings
-from .memory import fix_mmap_threshold
 from .pipeline import Pipeline
 
 log = logging.getLogger("ccpulse.app")
@@ -240,7 +239,6 @@ def configure_logging(level: str) -> None:
 
 def run_worker(cfg: Settings, scorer=None, staffing=None) -> None:
     configure_logging(cfg.log_level)
-    fix_mmap_threshold()  # before the state grows: see stream/memory.py
     from pathlib import Path
 
     Path(cfg.data_dir).expanduser().mkdir(parents=True, exist_ok=True)

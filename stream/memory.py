@@ -5,11 +5,6 @@ live in glibc's heap among the publish cycle's short-lived large objects (Redis 
 buffers, fetched batches, interval documents). glibc returns freed memory only from the top
 of its heap, so a long replay left hundreds of MiB free but resident (bench: heap 570 MiB,
 429 MiB of it free). `malloc_trim(0)` releases every free page inside the heap as well.
-
-glibc also raises its mmap threshold each time a large mmapped block is freed (up to
-32 MiB), after which the cycle's big buffers (checkpoint frames, fetched batches) are carved
-from the same heap as the buckets and leave holes that no trim can return. `fix_mmap_threshold`
-pins the threshold, so blocks that large always get their own mapping and leave nothing behind.
 """
 
 from __future__ import annotations
@@ -26,8 +21,6 @@ try:  # glibc only (Linux); elsewhere trimming is a no-op
         if hasattr(_lib, "malloc_trim"):
             _lib.malloc_trim.argtypes = [ctypes.c_size_t]
             _lib.malloc_trim.restype = ctypes.c_int
-            _lib.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-            _lib.mallopt.restype = ctypes.c_int
             _libc = _lib
 except OSError:  # pragma: no cover - no C library to load
     _libc = None
@@ -35,17 +28,6 @@ except OSError:  # pragma: no cover - no C library to load
 
 def can_trim() -> bool:
     return _libc is not None
-
-
-M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value, kept from rising
-
-
-def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Pin glibc's mmap threshold (turns off its dynamic raising); False when unsupported."""
-    if _libc is None:
-        return False
-    return _libc.mallopt(M_MMAP_THRESHOLD, nbytes) == 1
 
 
 def trim_heap() -> float:
@@ -57,4 +39,4 @@ def trim_heap() -> float:
     return time.perf_counter() - t0
 
 
-__all__ = ["can_trim", "fix_mmap_threshold", "trim_heap"]
+__all__ = ["can_trim", "trim_heap"]
