@@ -13,8 +13,8 @@ so they can be applied and retracted.
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from operator import add as _plus
-from typing import Iterable
 
 FIELDS = (
     "offered", "answered", "abandoned", "short_abandons", "handled", "transferred",
@@ -57,11 +57,15 @@ def new() -> list[float]:
     return [0.0] * CORE
 
 
+def _pad(acc: list[float], length: int) -> list[float]:
+    if len(acc) < length:
+        acc.extend([0.0] * (length - len(acc)))
+    return acc
+
+
 def widen(acc: list[float]) -> list[float]:
     """Give acc the TTR histogram's slots (zeros); SIZE long afterwards."""
-    if len(acc) < SIZE:
-        acc.extend([0.0] * (SIZE - len(acc)))
-    return acc
+    return _pad(acc, SIZE)
 
 
 def add_into(acc: list[float], other: list[float]) -> None:
@@ -71,7 +75,7 @@ def add_into(acc: list[float], other: list[float]) -> None:
         acc[:] = map(_plus, acc, other)
     else:
         if n > len(acc):  # keep the two lengths: CORE, or SIZE with the histogram
-            acc.extend([0.0] * ((SIZE if n > CORE else CORE) - len(acc)))
+            _pad(acc, SIZE if n > CORE else CORE)
         acc[:n] = map(_plus, acc, other)  # map stops at the end of other
 
 
@@ -84,11 +88,12 @@ def apply(acc: list[float], delta: dict[int, float] | tuple, sign: float = 1.0) 
             widen(acc)[slot] += sign * value
 
 
-def total(accs: Iterable[list[float]]) -> list[float]:
-    out = new()
-    for acc in accs:
-        add_into(out, acc)
-    return out
+def total(accs: list[list[float]]) -> list[float]:
+    """Elementwise sum of accumulators of any length, a new list: one pass per column in C
+    (zip_longest and sum) instead of one Python-level add per accumulator."""
+    if len(accs) == 1:
+        return list(accs[0])
+    return _pad(list(map(sum, zip_longest(*accs, fillvalue=0.0))), CORE)
 
 
 def is_zero(acc: list[float]) -> bool:
@@ -121,8 +126,4 @@ def pack(acc: list[float]) -> list[float]:
 def unpack(data: list[float]) -> list[float]:
     """A stored (packed) accumulator back to CORE or SIZE slots."""
     acc = [float(v) for v in data]
-    if len(acc) < CORE:
-        acc.extend([0.0] * (CORE - len(acc)))
-    elif CORE < len(acc) < SIZE:
-        widen(acc)
-    return acc
+    return _pad(acc, SIZE if len(acc) > CORE else CORE)

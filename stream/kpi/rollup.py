@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import zlib
 from functools import lru_cache
-from itertools import zip_longest
 from typing import Collection, Iterable
 from zoneinfo import ZoneInfo
 
@@ -42,21 +41,13 @@ def _bounds(now: float, tz: ZoneInfo) -> tuple[dict[str, int], int, int]:
             interval_of(now))
 
 
-def _colsum(accs: list[list[float]]) -> list[float]:
-    """Elementwise sum of accumulators of any length, in C (zip and sum): one pass per
-    column instead of one Python-level add per accumulator."""
-    if len(accs) == 1:
-        return list(accs[0])
-    return list(map(sum, zip_longest(*accs, fillvalue=0.0)))
-
-
 def _bucket_windows(items, starts: dict[str, int], end: int, current_interval: int,
                     out: dict, scope_key) -> None:
     """Add minute buckets ((key, minute), acc) into the rolling windows and today's tail.
 
     The windows nest (today's tail ⊆ 15m ⊆ 1h: the current interval starts within the last
     15 minutes), so each bucket is filed once under the innermost window it belongs to and
-    each group is summed by columns; the windows are then sums of their groups.
+    each group is summed by columns (`buckets.total`); the windows are then sums of their groups.
     """
     s15, s1h = starts["15m"], starts["1h"]
     tail = max(current_interval, starts["today"])
@@ -71,7 +62,7 @@ def _bucket_windows(items, starts: dict[str, int], end: int, current_interval: i
         else:
             group.append(acc)
     for (k, inner), accs in groups.items():
-        acc = _colsum(accs)
+        acc = b.total(accs)
         for w in _NESTED[inner]:
             _add(out, (k, w), acc)
 
