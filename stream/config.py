@@ -157,10 +157,10 @@ class Settings(_Masked, msgspec.Struct, forbid_unknown_fields=True):
     clock: Literal["wall", "event"] = "wall"
     # how often the wallboard picture is rewritten (queue, center and channel scopes); the
     # wait for the next cycle is part of every event's freshness (bench at 5,000 events/s:
-    # p99 3.2 s at 0.5 s, 1.2 s at 0.25 s), but agent slices rotate per cycle, so a smaller
-    # value also slows a replay's agent history (docs/BENCHMARKS.md, 2026-12-03)
-    publish_interval_s: float = 0.5
-    # every agent scope is refreshed within this (a slice of the agents per publish cycle)
+    # p99 3.2 s at 0.5 s, 1.2 s at 0.25 s; docs/BENCHMARKS.md, 2026-12-03)
+    publish_interval_s: float = 0.25
+    # every agent scope is refreshed within this: slices of agents in turn, on their own
+    # clock, so slow cycles (a replay) refresh several slices at once rather than fall behind
     agent_publish_interval_s: float = 15.0
     # each shard's state is checkpointed with its offsets this often (spread over cycles)
     checkpoint_interval_s: float = 5.0

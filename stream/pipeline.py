@@ -156,6 +156,9 @@ def _terminate_process(reason: str) -> None:  # noqa: ARG001 - logged by the cal
 
 BACKLOG_RECORDS = 5000  # more records than one fetch waiting: consuming has a backlog
 OVERDUE_INTERVALS = 3.0  # a shard this many checkpoint intervals old is saved regardless
+# wall clock: a caught-up interactions shard applies timeouts at wall time only once it has
+# had no record for this long (see `_advance_clocks`)
+WALL_TIMEOUTS_QUIET_S = 5.0
 BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between two cycles
 GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _collect_garbage)
 TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (stream/memory.py)
@@ -224,15 +227,20 @@ class Pipeline:
         self._pending_customers: list = []
         self.fatal: str | None = None
         self.on_fatal = _terminate_process  # replaced in tests
-        # agent scopes: refreshed one slice of agents per cycle, every slice within
-        # agent_publish_interval_s, so a cycle's cost does not grow with the agents
+        # agent scopes: refreshed a slice of agents at a time, on a clock of their own
+        # (`_agent_turns`), every slice within agent_publish_interval_s, so a cycle's cost
+        # does not grow with the agents
         self.agent_slices = max(1, round(cfg.agent_publish_interval_s / cfg.publish_interval_s))
         self._agent_turn = 0
+        self._agent_due: float | None = None  # monotonic time the next slice is due
         self._agent_starts: list[set[int]] = [set() for _ in range(self.agent_slices)]
+        # per slice: the offsets its last published history covers (see `_agents_through`)
+        self._agent_through: list[dict[str, int]] = [{} for _ in range(self.agent_slices)]
         self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
         self._members: list[list[str]] | None = None
         self._checkpoint_n = 0
         self._saved_at: dict[str, float] = {}  # shard -> monotonic time of its last checkpoint
+        self._fed_at: dict[str, float] = {}  # shard -> monotonic time it last got records
         self._gc_full_at = self._trim_at = time.monotonic()
         self._members_n = 0
         self._lap_at: float | None = None  # set while a publish cycle runs (see _lap)
@@ -437,6 +445,14 @@ class Pipeline:
         """Move every owned shard's clock; returns the view's as-of time, or None in event
         mode before any event (an idle replay worker must not jump to the wall clock).
 
+        Wall time: an interactions shard applies ACW timeouts and orphan expiry at its
+        event watermark while records wait for it or came in the last
+        WALL_TIMEOUTS_QUIET_S, at wall time only once it is quiet. A producer that sends
+        history in bursts leaves the partition caught up between two of them; at wall time
+        there, an event whose predecessor is in the next burst was expired as an orphan
+        (dead-lettered, left out of the KPIs). A live shard's watermark is the wall clock
+        give or take its latency, so only an idle shard needs the wall clock.
+
         Event time: each partition follows its own watermark, so a partition fetched far
         ahead of the others (a replay reads unevenly) cannot make their events `too_late`
         or time out their ACW early. Customer shards follow the slowest interactions
@@ -444,8 +460,10 @@ class Pipeline:
         """
         if self.cfg.clock != "event":
             now = time.time()
+            fed_after = time.monotonic() - WALL_TIMEOUTS_QUIET_S
             for name, shard in self.owned.items():
-                if name[0] == "i" and not self._caught_up(name):
+                if name[0] == "i" and (self._fed_at.get(name, 0.0) > fed_after
+                                       or not self._caught_up(name)):
                     shard.advance(now, timeouts_at=shard.max_ts)
                 else:
                     shard.advance(now)
@@ -481,6 +499,7 @@ class Pipeline:
             # travels while consuming goes on (see _run_cycle).
             async with self.lock:
                 self.engine.future_limit = time.time() + 3600.0
+                fed_at = time.monotonic()
                 for tp, records in batches.items():
                     topic, partition = tp.topic, tp.partition
                     kind = kinds[topic]
@@ -505,8 +524,9 @@ class Pipeline:
                                       rec.offset, exc)
                             self.engine.reject("internal_error", repr(exc)[:200],
                                                rec.value or b"", topic, partition, rec.offset)
-                    self.offsets[name][f"{topic}:{partition}"] = records[-1].offset + 1
+                    self.offsets[name][key] = records[-1].offset + 1
                     self.events_seen += len(records)
+                    self._fed_at[name] = fed_at
             await asyncio.sleep(0)
 
     # -- publishing -----------------------------------------------------------------
@@ -726,8 +746,10 @@ class Pipeline:
             every = {key[3] for shard in self.owned.values() for key in shard.intervals}
             for pending in self._agent_starts:
                 pending |= every
-        slices = list(range(k)) if full else [self._agent_turn % k]
+        slices = list(range(k)) if full else self._agent_turns()
         parts = AgentParts(slices, {s: set(self._agent_starts[s]) for s in slices})
+        parts.offsets = {key: offset for name in self.owned
+                         for key, offset in self.offsets.get(name, {}).items()}
         tz = self.cfg.tz
         members = self._slice_members()
         for name, shard in self.owned.items():
@@ -737,6 +759,43 @@ class Pipeline:
                 parts.intervals[name][s] = agent_interval_partials([shard], parts.starts[s],
                                                                    members[s])
         return parts
+
+    def _agent_turns(self) -> list[int]:
+        """The slices this cycle refreshes: one per `agent_publish_interval_s / slices` of
+        time since the oldest was due, at least one, at most all. Counting cycles instead
+        would stretch the rotation whenever cycles are slower than the timer (a replay, a
+        backlog), so agent scopes and their history would lag by many times the promise."""
+        k = self.agent_slices
+        period = self.cfg.agent_publish_interval_s / k
+        now = time.monotonic()
+        due = now if self._agent_due is None else self._agent_due
+        n = min(k, 1 + max(0, int((now - due) / period)))
+        return [(self._agent_turn + i) % k for i in range(n)]
+
+    def _agent_turn_done(self, parts: AgentParts) -> None:
+        """After a publish: the refreshed slices are done until their next turn, and their
+        history covers the offsets they were computed at."""
+        k, n = self.agent_slices, len(parts.slices)
+        period = self.cfg.agent_publish_interval_s / k
+        now = time.monotonic()
+        due = now if self._agent_due is None else self._agent_due
+        # the n slices just refreshed owe nothing: at most the other k - n can be overdue,
+        # so after all k the next is due a period from now
+        self._agent_due = max(due + n * period, now - (k - n - 1) * period)
+        self._agent_turn = (self._agent_turn + n) % k
+        for s in parts.slices:
+            self._agent_starts[s] -= parts.starts[s]
+            self._agent_through[s] = parts.offsets
+
+    def _agents_through(self, parts: AgentParts) -> dict[str, int]:
+        """Per owned topic-partition, the offset up to which EVERY agent slice's published
+        KPIs and interval history include the records (the least over slices, counting the
+        slices refreshed now). A replay waits for it: the queue side is complete after one
+        cycle, the agent side only after a whole rotation."""
+        fresh = set(parts.slices)
+        covered = [parts.offsets if s in fresh else self._agent_through[s]
+                   for s in range(self.agent_slices)]
+        return {key: min(c.get(key, 0) for c in covered) for key in parts.offsets}
 
     def _slice_members(self) -> list[list[str]]:
         """Agent names by slice: every name the engine admitted (a superset of the agents
@@ -759,7 +818,7 @@ class Pipeline:
         intervals, and its dirty state and the records to re-read after a crash would pile
         up (replay: 50 s without a checkpoint, RSS doubling). So a shard whose last
         checkpoint is OVERDUE_INTERVALS old is saved whatever the rotation says; so many that
-        a live worker's rotation (cycles 0.5 s give or take) never trips it.
+        a live worker's rotation (cycles 0.25 s give or take) never trips it.
         """
         interval = self.cfg.checkpoint_interval_s
         n = max(1, round(interval / self.cfg.publish_interval_s))
@@ -885,10 +944,8 @@ class Pipeline:
             await self.sink.write_view(view, intervals, scopes, sole_writer=not others,
                                        agents=agents)
             self._lap("write")
-        if agents is not None:  # published: these slices are done until their next turn
-            for s in agents.slices:
-                self._agent_starts[s] -= parts.agents.starts[s]
-            self._agent_turn += 1
+        if parts.agents is not None:
+            self._agent_turn_done(parts.agents)
             self.agent_kpi = docs
         self.view = view
         self.last_publish_ok = time.time()
@@ -907,7 +964,8 @@ class Pipeline:
         for s in parts.slices:
             own = {name: per_slice[s] for name, per_slice in parts.intervals.items()}
             intervals.update(await self._interval_sums(own, parts.starts[s], s))
-        return AgentView(parts.slices, self.agent_slices, docs, intervals)
+        return AgentView(parts.slices, self.agent_slices, docs, intervals,
+                         self._agents_through(parts))
 
     async def _interval_sums(self, own: dict[str, Partial], starts: set[int],
                              slice_: int | None = None) -> Partial:

@@ -215,28 +215,38 @@ async def produce_events(events: list[tuple[float, int, dict]], bootstrap: str, 
 
 async def wait_processed(redis_url: str, prefix: str, topic: str, end_offsets: dict[int, int],
                          timeout_s: float) -> bool:
-    """True once every partition's checkpoint is past the replay's last offset and published."""
+    """True once every partition's checkpoint is past the replay's last offset and
+    published, and, where the workers keep agent scopes (they write `agents:through`), once
+    every slice of agents has been refreshed past it too (within `agent_publish_interval_s`)."""
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(redis_url)
     deadline = time.monotonic() + timeout_s
+
+    async def past(key, field_of) -> bool:
+        for partition, last in end_offsets.items():
+            raw = await client.hget(key(partition), field_of(partition))
+            if raw is None or int(raw) <= last:
+                return False
+        return True
+
+    through = f"{prefix}agents:through"
     try:
         while time.monotonic() < deadline:
-            done = True
-            for partition, last in end_offsets.items():
-                raw = await client.hget(f"{prefix}state:i{partition}:meta", f"offset:{topic}:{partition}")
-                if raw is None or int(raw) <= last:
-                    done = False
+            if not await past(lambda p: f"{prefix}state:i{p}:meta", lambda p: f"offset:{topic}:{p}"):
+                await asyncio.sleep(0.2)
+                continue
+            # the combined picture is written right after the checkpoint, in the same cycle
+            before = await client.get(f"{prefix}snapshot")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if await client.get(f"{prefix}snapshot") != before:
                     break
-            if done:
-                # the combined picture is written right after the checkpoint, in the same cycle
-                before = await client.get(f"{prefix}snapshot")
-                for _ in range(100):
-                    await asyncio.sleep(0.1)
-                    if await client.get(f"{prefix}snapshot") != before:
-                        return True
-                return True
-            await asyncio.sleep(0.2)
+            while time.monotonic() < deadline:
+                if not await client.exists(through) or await past(lambda _: through,
+                                                                  lambda p: f"{topic}:{p}"):
+                    return True
+                await asyncio.sleep(0.2)
         return False
     finally:
         await client.aclose()

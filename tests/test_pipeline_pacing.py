@@ -34,14 +34,15 @@ def _own_shards(p: Pipeline, n: int = 4) -> list[str]:
 
 
 def test_checkpoint_rotation_saves_each_shard_once_per_interval():
-    p = _pipeline()  # publish 0.5 s, checkpoint 5 s: ten turns
-    names = _own_shards(p)
-    now = time.monotonic()
-    p._saved_at = dict.fromkeys(names, now)
-    turns = [p._checkpoint_turn() for _ in range(10)]
-    seen = [name for turn in turns for name in turn]
-    assert sorted(seen) == names  # every shard exactly once in ten cycles
-    assert max(len(t) for t in turns) <= 2  # spread, not all at once
+    for publish, n in ((0.5, 10), (0.25, 20)):  # checkpoint 5 s: ten turns, twenty turns
+        p = _pipeline(CCPULSE_PUBLISH_INTERVAL_S=str(publish))
+        names = _own_shards(p)
+        now = time.monotonic()
+        p._saved_at = dict.fromkeys(names, now)
+        turns = [p._checkpoint_turn() for _ in range(n)]
+        seen = [name for turn in turns for name in turn]
+        assert sorted(seen) == names  # every shard exactly once in n cycles
+        assert max(len(t) for t in turns) <= max(1, round(len(names) / n) + 1)  # spread
 
 
 def test_an_overdue_shard_is_saved_whatever_the_rotation_says():
@@ -255,3 +256,106 @@ def test_records_applied_while_the_checkpoint_travels_are_the_next_cycles():
     assert field + b"\xa11" in sent[0]
     assert "i1" in shard.dirty_ix and "i0" not in shard.dirty_ix
     assert shard.changed_intervals  # the record applied meanwhile: the next view's
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _rotate(p: Pipeline, clock: _Clock, cycle_s: float, cycles: int) -> dict[int, list[float]]:
+    """Run `cycles` agent turns `cycle_s` apart; returns each slice's refresh times."""
+    from stream.sinks.redis_sink import AgentParts
+
+    refreshed: dict[int, list[float]] = {s: [] for s in range(p.agent_slices)}
+    for _ in range(cycles):
+        clock.t += cycle_s
+        slices = p._agent_turns()
+        assert len(set(slices)) == len(slices)
+        for s in slices:
+            refreshed[s].append(clock.t)
+        p._agent_turn_done(AgentParts(slices, {s: set() for s in slices}))
+    return refreshed
+
+
+def test_agent_slices_rotate_on_time_whatever_the_cycles_take(monkeypatch):
+    """Every slice of agents is refreshed within `agent_publish_interval_s` (plus the cycle
+    that finds it due), whether cycles come on time (one slice each), are slow as in a
+    replay (several slices each) or stall (all slices at once, then back to one)."""
+    clock = _Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    p = _pipeline()  # publish 0.25 s, agents 15 s: 60 slices
+    k, promise = p.agent_slices, p.cfg.agent_publish_interval_s
+    assert k == 60
+    on_time = _rotate(p, clock, 0.25, 240)
+    assert all(len(times) == 4 for times in on_time.values())  # one slice per cycle
+    for cycle_s in (0.1, 0.25, 0.6, 1.0, 2.7, 9.0):
+        p = _pipeline()
+        refreshed = _rotate(p, clock, cycle_s, int(4 * promise / cycle_s) + 4)
+        for s, times in refreshed.items():
+            assert times, (cycle_s, s)
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            assert max(gaps, default=0) <= promise + cycle_s + 1e-9, (cycle_s, s, max(gaps))
+        per_cycle = sum(len(t) for t in refreshed.values()) / (int(4 * promise / cycle_s) + 4)
+        assert per_cycle <= max(1.0, cycle_s / (promise / k)) + 1e-9  # no more than due
+    # a stall of a minute: every slice in the next cycle, then one per cycle again
+    p = _pipeline()
+    _rotate(p, clock, 0.25, 10)
+    stalled = _rotate(p, clock, 60.0, 1)
+    assert all(len(times) == 1 for times in stalled.values())
+    refreshed = _rotate(p, clock, 0.25, 3)
+    assert sum(len(t) for t in refreshed.values()) == 3
+
+
+def test_agents_through_is_the_least_offset_every_slice_covers():
+    """The replay waits on `agents:through`: a partition's offset counts only once every
+    slice of agents has been published from state that includes it."""
+    from stream.sinks.redis_sink import AgentParts
+
+    p = _pipeline(CCPULSE_AGENT_PUBLISH_INTERVAL_S="1.0")  # 4 slices
+    assert p.agent_slices == 4
+    key = "cc.interactions:0"
+
+    def publish(slices: list[int], offset: int) -> dict[str, int]:
+        parts = AgentParts(slices, {s: set() for s in slices}, offsets={key: offset})
+        through = p._agents_through(parts)
+        p._agent_turn_done(parts)
+        return through
+
+    assert publish([0], 10) == {key: 0}  # slices 1-3 never published
+    assert publish([1, 2], 20) == {key: 0}
+    assert publish([3], 30) == {key: 10}  # slice 0 is the oldest
+    assert publish([0], 40) == {key: 20}
+    assert publish([0, 1, 2, 3], 50) == {key: 50}  # a full save covers everything
+
+
+def test_wall_clock_timeouts_wait_for_a_quiet_partition():
+    """Wall clock, partition caught up: timeouts (ACW, orphans) follow the partition's event
+    watermark while records keep coming, the wall clock only once none came for
+    WALL_TIMEOUTS_QUIET_S. Between two bursts of history a pending event must not be
+    expired at wall time while its predecessor is in the next burst."""
+    from stream.pipeline import WALL_TIMEOUTS_QUIET_S
+
+    p = _pipeline()
+    shard = p.owned["i0"] = p.engine.shard(0)
+    p.offsets["i0"] = {"cc.interactions:0": 10}
+
+    class Caught:
+        def highwater(self, tp):
+            return 10
+
+    p.consumer = Caught()
+    history = time.time() - 7200
+    shard.max_ts = history
+    p._fed_at["i0"] = time.monotonic()  # a burst was just applied
+    p._advance_clocks()
+    assert shard.timeout_clock == history
+    p._fed_at["i0"] = time.monotonic() - WALL_TIMEOUTS_QUIET_S - 0.1
+    before = time.time()
+    p._advance_clocks()
+    assert shard.timeout_clock >= before  # quiet: the wall clock rules

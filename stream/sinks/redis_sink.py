@@ -201,6 +201,7 @@ class AgentParts:
 
     slices: list[int]
     starts: dict[int, set[int]]
+    offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next, applied
     windows: dict[str, dict[int, Partial]] = field(default_factory=dict)
     intervals: dict[str, dict[int, Partial]] = field(default_factory=dict)
 
@@ -213,6 +214,8 @@ class AgentView:
     slice_count: int
     docs: dict[str, dict[str, dict]]  # agent:<id> -> window -> KPI fields
     intervals: Partial  # (agent:<id>, start) -> sums
+    # "topic:partition" -> offset below which every slice's scopes and history are written
+    through: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -252,6 +255,7 @@ class RedisSink:
         self._view_cache: dict[str, dict[str, str]] = {}
         self._index: set[str] | None = None
         self._agent_index: dict[int, set[str]] = {}  # slice -> agent hash keys written
+        self._through_cleared = False
         self._release = self.redis.register_script(_RELEASE)
         self._apply = self.redis.register_script(_APPLY)
         self._save_script = self.redis.register_script(_SAVE)
@@ -521,6 +525,13 @@ class RedisSink:
                 for window, doc in per.items():
                     put(group, self.k("kpi", scope, window), doc, stamp)
             history.update(agents.intervals)
+            if agents.through:
+                pipe.hset(self.k("agents", "through"), mapping={
+                    key: str(offset) for key, offset in agents.through.items()})
+        elif not cfg.per_agent_kpis and not self._through_cleared:
+            # no agent scopes here: a marker left by an earlier run must not hold a replay
+            pipe.delete(self.k("agents", "through"))
+            self._through_cleared = True
         for (scope, start), acc in sorted(history.items(), key=lambda kv: kv[0][1]):
             start_iso = iso_local(start, tz)
             doc = interval_doc(scope, start_iso, acc)
