@@ -1132,7 +1132,7 @@ def main() -> None:
                     help="py-spy each freshness run (printed, not written to the report)")
     ap.add_argument("--fresh-variants", default="",
                     help="comma list of freshness variant numbers (0 default settings, "
-                         "1 publish 0.25 s, 2 per_agent_kpis=false, 3 1,000/s)")
+                         "1 publish 0.5 s, 2 per_agent_kpis=false, 3 1,000/s)")
     ap.add_argument("--fresh-dump", default="",
                     help="write each freshness run's (sent s, latency s) per marker to this "
                          "JSON file (to see whether the tail is stalls or spread)")
@@ -1218,8 +1218,8 @@ def main() -> None:
 
             default_p = Settings().publish_interval_s
             variants = [(f"{args.fresh_rate:,.0f}/s, publish every {default_p:g} s (default)", {}),
-                        (f"{args.fresh_rate:,.0f}/s, publish every 0.25 s",
-                         {"CCPULSE_PUBLISH_INTERVAL_S": "0.25"}),
+                        (f"{args.fresh_rate:,.0f}/s, publish every 0.5 s",
+                         {"CCPULSE_PUBLISH_INTERVAL_S": "0.5"}),
                         (f"{args.fresh_rate:,.0f}/s, per_agent_kpis=false",
                          {"CCPULSE_PER_AGENT_KPIS": "false"}),
                         ("1,000/s (default settings)", {"rate": 1000.0})]

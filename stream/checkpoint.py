@@ -229,6 +229,7 @@ async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
         extra = meta.get("extra")
         if extra:
             shard.survey_ids = dict(_dec.decode(extra))
+        shard.rebuild_deadlines()
     elif isinstance(shard, CustomerShard):
         for name, raw in items.items():
             shard.customers[name.decode()] = unpack_customer(raw)

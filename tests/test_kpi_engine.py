@@ -183,3 +183,47 @@ def test_backlog_does_not_time_out_acw_ahead_of_its_wrapup():
     _, observations, _, _ = e.take_outputs()
     handle = [o for o in observations if o[0] == "handle_time"]
     assert handle == [("handle_time", "billing", "voice", 150.0)]
+
+
+def test_advance_handles_what_is_due_and_only_that():
+    """`advance` works from a deadline queue, not a scan of every interaction: ACW timeouts,
+    forgetting (closed_keep_s), the handled index (survey_join_days) and the survey ids all
+    happen at their time, and a cycle with nothing due looks at nothing."""
+    e = engine(kpi__closed_keep_s=600)
+    shard = e.shard(0)
+    for i in range(50):  # 50 calls ended without a wrap-up, a minute apart
+        t = T0 + 60 * i
+        e.ingest("interactions", ev(f"c{i}", "offered", t), 0)
+        e.ingest("interactions", ev(f"c{i}", "answered", t + 5, agent_id="x"), 0)
+        e.ingest("interactions", ev(f"c{i}", "ended", t + 65, agent_id="x"), 0)
+    e.ingest("interactions", ev("open", "offered", T0), 0)  # never answered
+    e.advance(T0 + 3000)
+    looked = []
+    deadline = shard._deadline
+    shard._deadline = lambda ix: looked.append(ix) or deadline(ix)
+    e.advance(T0 + 3004)  # nothing is due: c39's ACW times out at 3005, c29 is forgotten then
+    assert looked == []
+    # ACW timeouts at exactly ended + 600 s, one call at a time
+    for i in (39, 40):
+        end = T0 + 60 * i + 65 + 600
+        assert view(e, end - 0.001, window="today")["handled"] == i
+        assert view(e, end, window="today")["handled"] == i + 1
+    assert len(looked) == 2  # each timed-out call queued again for its forgetting; no other
+    # forgotten closed_keep_s after the timeout, into the handled index
+    e.advance(T0 + 665 + 600)
+    assert "c0" not in shard.ix and "c0" in shard.handled_index
+    assert "open" in shard.ix  # open contacts stay for retention_h (48 h)
+    # a survey of a forgotten contact joins within survey_join_days, its id is kept as long
+    assert e.ingest("surveys", orjson.dumps({
+        "event_id": "s0", "type": "survey.responded", "ts": iso_utc(T0 + 86400),
+        "schema_version": 1, "interaction_id": "c0", "customer_id": "k", "csat": 5}), 0) == "ok"
+    assert "s0" in shard.survey_ids
+    e.advance(T0 + 48 * 3600 + 1)
+    assert "open" not in shard.ix
+    e.advance(T0 + 665 + 7 * 86400 - 1)
+    assert "c0" in shard.handled_index
+    e.advance(T0 + 665 + 7 * 86400 + 1)
+    assert "c0" not in shard.handled_index and "c49" in shard.handled_index
+    e.advance(T0 + 86400 + 7 * 86400 + 1)
+    assert not shard.handled_index and not shard.survey_ids and not shard.ix
+    assert not shard._due and not shard._sched and not shard._index_expiry

@@ -8,6 +8,8 @@ checkpoints a shard's state together with its input offsets, so a restart resume
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -75,6 +77,14 @@ class InteractionShard(BucketStore):
         self.dirty_index: set[str] = set()
         self.customer_outbox: list[tuple] = []  # (customer hash, iid, record | None)
         self.timeout_clock = 0.0  # how far ACW timeouts have been applied (see advance)
+        # what `advance` has to look at, so a cycle costs what is due, not the whole state:
+        # (deadline, iid) of interactions, never later than the interaction's next timeout,
+        # expiry or forgetting (`_deadline`), with `_sched` the earliest queued per iid
+        self._due: list[tuple[float, str]] = []
+        self._sched: dict[str, float] = {}
+        self._touched: set[str] = set()  # applied to since the last advance: schedule them
+        self._index_expiry: list[tuple[float, str]] = []  # (handled ts, iid) of handled_index
+        self._survey_expiry: list[tuple[float, str]] = []  # (ts, survey id) of survey_ids
 
     # -- events -------------------------------------------------------------------------
 
@@ -117,6 +127,7 @@ class InteractionShard(BucketStore):
                              "history", raw, topic, partition, offset)
                 if ix.events:
                     self.ix[iid] = ix
+                    self._touched.add(iid)
                 return "impossible_transition"
             # the newcomer is fine; earlier stragglers that never fitted are the bad ones
             for i in sorted(conflicted, reverse=True):
@@ -127,6 +138,7 @@ class InteractionShard(BucketStore):
             status = derived.status
         self.ix[iid] = ix
         self.dirty_ix.add(iid)
+        self._touched.add(iid)
         ix.last_ts = max(ix.last_ts, ev.ts)
         self.new_events[(ev.kind, ev.channel)] += 1
         result = "ok"
@@ -188,6 +200,7 @@ class InteractionShard(BucketStore):
             return "duplicate"
         q, ch, agent, _ = self.handled_index[iid]
         self.survey_ids[ev.event_id] = ev.ts
+        heapq.heappush(self._survey_expiry, (ev.ts, ev.event_id))
         self.apply_fact(((q, ch, agent), ev.ts, survey_delta(ev.extra, True)), 1.0)
         self.new_events[(ev.kind, "")] += 1
         return "ok"
@@ -243,8 +256,17 @@ class InteractionShard(BucketStore):
         self.timeout_clock = max(self.timeout_clock, min(now, now if timeouts_at is None
                                                           else timeouts_at))
         tnow = self.timeout_clock
-        for iid in list(self.ix):
-            ix = self.ix[iid]
+        ix_of, sched, due = self.ix, self._sched, self._due
+        for iid in self._touched:
+            self._schedule(iid, ix_of.get(iid))
+        self._touched = set()
+        later = []  # due by `now` but not by the timeout clock (a backlog): next advance
+        while due and due[0][0] <= now:
+            key, iid = heapq.heappop(due)
+            ix = ix_of.get(iid)
+            if ix is None or sched.get(iid) != key:
+                continue  # forgotten, or an earlier entry already handled it
+            del sched[iid]
             if ix.acw_deadline is not None and tnow >= ix.acw_deadline:
                 self._settle(iid, ix, derive(ix.events, tnow, self.s.params))
                 self.dirty_ix.add(iid)
@@ -260,7 +282,45 @@ class InteractionShard(BucketStore):
                 self._forget(iid, ix)
             elif not ix.events:
                 self._forget(iid, ix)
+            else:
+                later.append(iid)
+        for iid in later:
+            self._schedule(iid, ix_of.get(iid))
         self._prune(now)
+
+    def _deadline(self, ix: Ix) -> float:
+        """The earliest clock at which `advance` may change this interaction: its ACW
+        timeout, a pending event's orphan expiry, or its forgetting."""
+        if not ix.events:
+            return -math.inf
+        d = ix.done + self.s.closed_keep_s if ix.done is not None else (
+            ix.last_ts + self.s.retention_s)
+        if ix.acw_deadline is not None and ix.acw_deadline < d:
+            d = ix.acw_deadline
+        if ix.pending_raw:
+            pending = ix.pending_raw
+            for e in ix.events:
+                if e.event_id in pending and e.ts + self.s.orphan_timeout_s < d:
+                    d = e.ts + self.s.orphan_timeout_s
+        return d
+
+    def _schedule(self, iid: str, ix: Ix | None) -> None:
+        """Queue the interaction for `advance` at its deadline, unless an entry at least as
+        early is queued already (that one finds it not due yet and queues it again)."""
+        if ix is None:
+            return
+        d = self._deadline(ix)
+        if d < self._sched.get(iid, math.inf):
+            self._sched[iid] = d
+            heapq.heappush(self._due, (d, iid))
+
+    def rebuild_deadlines(self) -> None:
+        """After a restore: every interaction, handled-index entry and survey id queued."""
+        self._due, self._sched, self._touched = [], {}, set(self.ix)
+        self._index_expiry = [(v[3], iid) for iid, v in self.handled_index.items()]
+        heapq.heapify(self._index_expiry)
+        self._survey_expiry = [(ts, sid) for sid, ts in self.survey_ids.items()]
+        heapq.heapify(self._survey_expiry)
 
     def _expire_orphans(self, iid: str, ix: Ix, now: float) -> None:
         expired = [e for e in ix.events
@@ -279,18 +339,27 @@ class InteractionShard(BucketStore):
         if ix.handled_key is not None and ix.done is not None:
             q, ch, agent = ix.handled_key
             self.handled_index[iid] = (q, ch, agent, ix.done)
+            heapq.heappush(self._index_expiry, (ix.done, iid))
             self.dirty_index.add(iid)
         del self.ix[iid]
+        self._sched.pop(iid, None)
         self.dirty_ix.add(iid)
 
     def _prune(self, now: float) -> None:
         self.prune_buckets(now)
         shorizon = now - self.s.survey_join_s
-        for iid in [i for i, v in self.handled_index.items() if v[3] < shorizon]:
-            del self.handled_index[iid]
-            self.dirty_index.add(iid)
-        for sid in [i for i, ts in self.survey_ids.items() if ts < shorizon]:
-            del self.survey_ids[sid]
+        expiry, index = self._index_expiry, self.handled_index
+        while expiry and expiry[0][0] < shorizon:
+            ts, iid = heapq.heappop(expiry)
+            entry = index.get(iid)
+            if entry is not None and entry[3] == ts:  # not re-added later with another time
+                del index[iid]
+                self.dirty_index.add(iid)
+        expiry, surveys = self._survey_expiry, self.survey_ids
+        while expiry and expiry[0][0] < shorizon:
+            ts, sid = heapq.heappop(expiry)
+            if surveys.get(sid) == ts:
+                del surveys[sid]
 
     # -- reading ------------------------------------------------------------------------
 
