@@ -159,11 +159,13 @@ class TopicSet:
                "CCPULSE_REDIS_PREFIX": prefix, "CCPULSE_PARTITIONS": str(PARTITIONS),
                "CCPULSE_DATA_DIR": f"/tmp/ccpulse-bench-{group}",
                "CCPULSE_LOG_LEVEL": "warning"}
+        env.update(WORKER_ENV)
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
 
 CHILDREN: list["Proc"] = []
+WORKER_ENV: dict[str, str] = {}  # --worker-env: extra environment of every worker started
 
 
 def kill_children() -> None:
@@ -1069,8 +1071,8 @@ def write_report(path: Path, r: dict) -> None:
                   "producer batching + broker + fetch + engine + waiting for the next publish "
                   "cycle + the cycle's part up to the view (partials, merge, one Lua call; "
                   "a worker that owns every partition sends its checkpoint after the view) + "
-                  "≤ 10 ms polling. With the default 0.5 s publish timer the wait for the next cycle "
-                  "alone is uniform in 0…0.5 s, and a record that arrives while a cycle holds "
+                  "≤ 10 ms polling. With the default 0.25 s publish timer the wait for the next "
+                  "cycle alone is uniform in 0…0.25 s, and a record that arrives while a cycle holds "
                   "consuming waits for the one after. The phases in brackets are the means "
                   "of `cc_publish_phase_seconds`: prepare, merge and write come before the "
                   "view.", ""]
@@ -1089,7 +1091,8 @@ def write_report(path: Path, r: dict) -> None:
                   "abandons incl. short ones, holds, missing wrap-ups, dispositions), in the CSV "
                   "format of DESIGN §2. Wall time is the whole command: reading the CSV, "
                   "producing, and waiting until every partition's checkpoint is past the last "
-                  "offset and the snapshot was rewritten.", ""]
+                  "offset, the snapshot was rewritten and every slice of agents was published "
+                  "past it (`agents:through`).", ""]
     mem = r.get("memory")
     if mem:
         lines += ["## Memory", ""]
@@ -1133,6 +1136,8 @@ def main() -> None:
     ap.add_argument("--fresh-variants", default="",
                     help="comma list of freshness variant numbers (0 default settings, "
                          "1 publish 0.5 s, 2 per_agent_kpis=false, 3 1,000/s)")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for the workers only (e.g. an allocator to try)")
     ap.add_argument("--fresh-dump", default="",
                     help="write each freshness run's (sent s, latency s) per marker to this "
                          "JSON file (to see whether the tail is stalls or spread)")
@@ -1141,6 +1146,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma list: ceilings,pipeline,fresh,replay")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = ap.parse_args()
+    WORKER_ENV.update(item.split("=", 1) for item in args.worker_env)
     only = set(filter(None, args.only.split(",")))
 
     def want(part: str) -> bool:
