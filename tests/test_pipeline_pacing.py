@@ -79,11 +79,21 @@ def test_consuming_between_cycles_is_capped_under_a_backlog():
     p._cycle_end = time.monotonic() - BACKLOG_GAP_MAX_S - 0.05
     asyncio.run(p.cycle())
     assert len(ran) == 1  # not 20 s of consuming: the cap
+    # a cycle of 0.1 s: three times that of consuming first, so cycles take at most a
+    # quarter of a worker that is behind
+    p._cycle_cost = 0.1
+    p._cycle_end = time.monotonic() - 0.2
+    asyncio.run(p.cycle())
+    assert len(ran) == 1
+    p._cycle_cost = 0.1
+    p._cycle_end = time.monotonic() - 0.35
+    asyncio.run(p.cycle())
+    assert len(ran) == 2
     p.backlog = lambda: 0
     p._cycle_cost = 20.0
     p._cycle_end = time.monotonic()
     asyncio.run(p.cycle())
-    assert len(ran) == 2  # no backlog: every tick publishes
+    assert len(ran) == 3  # no backlog: every tick publishes
 
 
 def test_interval_sums_read_redis_only_where_memory_may_be_incomplete():
