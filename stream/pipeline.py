@@ -159,10 +159,16 @@ OVERDUE_INTERVALS = 3.0  # a shard this many checkpoint intervals old is saved r
 # wall clock: a caught-up interactions shard applies timeouts at wall time only once it has
 # had no record for this long (see `_advance_clocks`)
 WALL_TIMEOUTS_QUIET_S = 5.0
+# agent scopes: one slice of agents every this many seconds (`_agent_turns`). Not the publish
+# interval: a slice's partials cost more than its share of the agents, so at 0.25 s slices
+# of half the size cost a quarter of one worker's throughput (bench: 20 k against 27 k/s)
+AGENT_SLICE_EVERY_S = 0.5
 BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between two cycles
-# with a backlog, consuming between two cycles lasts this many times the last cycle's cost
-# (up to BACKLOG_GAP_MAX_S): cycles take at most a quarter of a worker that is behind
+# with a backlog, consuming between two cycles lasts this many times the last cycle's cost,
+# and at least BACKLOG_GAP_TICKS publish intervals (up to BACKLOG_GAP_MAX_S): a worker that
+# is behind is not fresh anyway, and cycles take at most a quarter of it
 BACKLOG_GAP_PER_CYCLE = 3.0
+BACKLOG_GAP_TICKS = 2
 GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _collect_garbage)
 TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (stream/memory.py)
 
@@ -233,7 +239,7 @@ class Pipeline:
         # agent scopes: refreshed a slice of agents at a time, on a clock of their own
         # (`_agent_turns`), every slice within agent_publish_interval_s, so a cycle's cost
         # does not grow with the agents
-        self.agent_slices = max(1, round(cfg.agent_publish_interval_s / cfg.publish_interval_s))
+        self.agent_slices = max(1, round(cfg.agent_publish_interval_s / AGENT_SLICE_EVERY_S))
         self._agent_turn = 0
         self._agent_due: float | None = None  # monotonic time the next slice is due
         self._agent_starts: list[set[int]] = [set() for _ in range(self.agent_slices)]
@@ -561,20 +567,21 @@ class Pipeline:
         """One publish cycle; returns True when Redis holds the new picture.
 
         While a backlog waits, a cycle is followed by at least BACKLOG_GAP_PER_CYCLE times
-        as much consuming before the next one: consuming waits for a whole cycle (the lock),
-        so back-to-back cycles would starve it (bench: a replay's cycles cost over a second,
-        and the timer fires again at once), and a worker that is behind is not fresh anyway.
-        With the gap equal to the cost, the 0.25 s timer cost a quarter of the throughput of
-        0.5 s (bench, same session: 19.3 k against 25.9 k events/s for one worker). Without a
-        backlog every tick publishes: skipping one doubles the freshness of everything that
-        arrived meanwhile.
+        as much consuming before the next one, and by BACKLOG_GAP_TICKS publish intervals:
+        consuming waits for a whole cycle (the lock), so back-to-back cycles would starve it
+        (bench: a replay's cycles cost over a second, and the timer fires again at once), and
+        a worker that is behind is not fresh anyway. With the gap equal to the cost, the 0.25 s
+        timer cost a quarter of the throughput of 0.5 s (bench, same session: 19.3 k against
+        25.9 k events/s for one worker). Without a backlog every tick publishes: skipping one
+        doubles the freshness of everything that arrived meanwhile.
 
         The consuming in between is capped at BACKLOG_GAP_MAX_S: a cycle's cost grows with
         what was consumed since the last one (a replay: every event-time hour changes
         intervals, buckets and FCR records to write), so "consume as long as the last cycle
         took" fed on itself (replay: cycles of 3.7, 5.3, 10.4, 14.6 s, RSS rising with each).
         """
-        gap = min(BACKLOG_GAP_PER_CYCLE * self._cycle_cost, BACKLOG_GAP_MAX_S)
+        gap = min(max(BACKLOG_GAP_PER_CYCLE * self._cycle_cost,
+                      BACKLOG_GAP_TICKS * self.cfg.publish_interval_s), BACKLOG_GAP_MAX_S)
         if (time.monotonic() - self._cycle_end < gap
                 and self.backlog() > BACKLOG_RECORDS):
             return self.redis_ok
@@ -769,14 +776,15 @@ class Pipeline:
 
     def _agent_turns(self) -> list[int]:
         """The slices this cycle refreshes: one per `agent_publish_interval_s / slices` of
-        time since the oldest was due, at least one, at most all. Counting cycles instead
-        would stretch the rotation whenever cycles are slower than the timer (a replay, a
-        backlog), so agent scopes and their history would lag by many times the promise."""
+        time since the oldest was due, none before that, at most all. Counting cycles
+        instead would stretch the rotation whenever cycles are slower than the timer (a
+        replay, a backlog), so agent scopes and their history would lag by many times the
+        promise."""
         k = self.agent_slices
         period = self.cfg.agent_publish_interval_s / k
         now = time.monotonic()
         due = now if self._agent_due is None else self._agent_due
-        n = min(k, 1 + max(0, int((now - due) / period)))
+        n = 0 if now < due else min(k, 1 + int((now - due) / period))
         return [(self._agent_turn + i) % k for i in range(n)]
 
     def _agent_turn_done(self, parts: AgentParts) -> None:
