@@ -71,38 +71,23 @@ def test_consuming_between_cycles_is_capped_under_a_backlog():
 
     p._run_cycle = cycle_locked
     p.backlog = lambda: 10**6
-    p._cycle_cost = 20.0  # the last cycle was very slow
-    p._cycle_end = time.monotonic() - 0.1
-    asyncio.run(p.cycle())
-    assert not ran  # right after a cycle, consuming goes first
-    p._cycle_cost = 20.0
-    p._cycle_end = time.monotonic() - BACKLOG_GAP_MAX_S - 0.05
-    asyncio.run(p.cycle())
-    assert len(ran) == 1  # not 20 s of consuming: the cap
+
+    def publishes(cost: float, ended_ago: float) -> bool:
+        """Whether a tick runs a cycle when the last one cost `cost` and ended that long ago."""
+        before = len(ran)
+        p._cycle_cost, p._cycle_end = cost, time.monotonic() - ended_ago
+        asyncio.run(p.cycle())
+        return len(ran) > before
+
+    assert not publishes(20.0, 0.1)  # the last cycle was very slow: consuming goes first
+    assert publishes(20.0, BACKLOG_GAP_MAX_S + 0.05)  # not 20 s of consuming: the cap
     # a cycle of 0.2 s: three times that of consuming first, so cycles take at most a
     # quarter of a worker that is behind
-    p._cycle_cost = 0.2
-    p._cycle_end = time.monotonic() - 0.55
-    asyncio.run(p.cycle())
-    assert len(ran) == 1
-    p._cycle_cost = 0.2
-    p._cycle_end = time.monotonic() - 0.65
-    asyncio.run(p.cycle())
-    assert len(ran) == 2
+    assert not publishes(0.2, 0.55) and publishes(0.2, 0.65)
     # a cheap cycle: still two publish intervals of consuming first (0.25 s each)
-    p._cycle_cost = 0.01
-    p._cycle_end = time.monotonic() - 0.45
-    asyncio.run(p.cycle())
-    assert len(ran) == 2
-    p._cycle_cost = 0.01
-    p._cycle_end = time.monotonic() - 0.55
-    asyncio.run(p.cycle())
-    assert len(ran) == 3
+    assert not publishes(0.01, 0.45) and publishes(0.01, 0.55)
     p.backlog = lambda: 0
-    p._cycle_cost = 20.0
-    p._cycle_end = time.monotonic()
-    asyncio.run(p.cycle())
-    assert len(ran) == 4  # no backlog: every tick publishes
+    assert publishes(20.0, 0.0)  # no backlog: every tick publishes
 
 
 def test_interval_sums_read_redis_only_where_memory_may_be_incomplete():
