@@ -159,9 +159,9 @@ OVERDUE_INTERVALS = 3.0  # a shard this many checkpoint intervals old is saved r
 # wall clock: a caught-up interactions shard applies timeouts at wall time only once it has
 # had no record for this long (see `_advance_clocks`)
 WALL_TIMEOUTS_QUIET_S = 5.0
-# agent scopes: one slice of agents every this many seconds (`_agent_turns`). Not the publish
-# interval: a slice's partials cost more than its share of the agents, so at 0.25 s slices
-# of half the size cost a quarter of one worker's throughput (bench: 20 k against 27 k/s)
+# agent scopes: one slice of agents every this many seconds (`_agent_turns`), not one per
+# publish interval: the per-agent work per second stays what it was at 0.5 s cycles when the
+# timer is faster (whether it limits throughput was not shown: docs/BENCHMARKS.md)
 AGENT_SLICE_EVERY_S = 0.5
 BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between two cycles
 # with a backlog, consuming between two cycles lasts this many times the last cycle's cost,
@@ -570,10 +570,10 @@ class Pipeline:
         as much consuming before the next one, and by BACKLOG_GAP_TICKS publish intervals:
         consuming waits for a whole cycle (the lock), so back-to-back cycles would starve it
         (bench: a replay's cycles cost over a second, and the timer fires again at once), and
-        a worker that is behind is not fresh anyway. With the gap equal to the cost, the 0.25 s
-        timer cost a quarter of the throughput of 0.5 s (bench, same session: 19.3 k against
-        25.9 k events/s for one worker). Without a backlog every tick publishes: skipping one
-        doubles the freshness of everything that arrived meanwhile.
+        a worker that is behind is not fresh anyway. (Behind, one worker at the 0.25 s timer
+        still does ~20 % fewer events/s than at 0.5 s, with or without this rule: bench,
+        docs/BENCHMARKS.md; the cause is not found.) Without a backlog every tick publishes:
+        skipping one doubles the freshness of everything that arrived meanwhile.
 
         The consuming in between is capped at BACKLOG_GAP_MAX_S: a cycle's cost grows with
         what was consumed since the last one (a replay: every event-time hour changes
@@ -774,26 +774,28 @@ class Pipeline:
                                                                    members[s])
         return parts
 
+    def _agent_clock(self) -> tuple[int, float, float, float]:
+        """(slices, seconds between two slices, monotonic now, when the next is due)."""
+        k = self.agent_slices
+        now = time.monotonic()
+        return (k, self.cfg.agent_publish_interval_s / k, now,
+                now if self._agent_due is None else self._agent_due)
+
     def _agent_turns(self) -> list[int]:
         """The slices this cycle refreshes: one per `agent_publish_interval_s / slices` of
         time since the oldest was due, none before that, at most all. Counting cycles
         instead would stretch the rotation whenever cycles are slower than the timer (a
         replay, a backlog), so agent scopes and their history would lag by many times the
         promise."""
-        k = self.agent_slices
-        period = self.cfg.agent_publish_interval_s / k
-        now = time.monotonic()
-        due = now if self._agent_due is None else self._agent_due
+        k, period, now, due = self._agent_clock()
         n = 0 if now < due else min(k, 1 + int((now - due) / period))
         return [(self._agent_turn + i) % k for i in range(n)]
 
     def _agent_turn_done(self, parts: AgentParts) -> None:
         """After a publish: the refreshed slices are done until their next turn, and their
         history covers the offsets they were computed at."""
-        k, n = self.agent_slices, len(parts.slices)
-        period = self.cfg.agent_publish_interval_s / k
-        now = time.monotonic()
-        due = now if self._agent_due is None else self._agent_due
+        k, period, now, due = self._agent_clock()
+        n = len(parts.slices)
         # the n slices just refreshed owe nothing: at most the other k - n can be overdue,
         # so after all k the next is due a period from now
         self._agent_due = max(due + n * period, now - (k - n - 1) * period)
