@@ -534,9 +534,37 @@ def shard_clocks(client, prefix: str) -> float:
     return latest
 
 
+def center_today(client, prefix: str) -> dict[str, str | None]:
+    """The counts of `kpi:center:today` that the cross-check compares."""
+    center = {k.decode(): v.decode() for k, v in
+              client.hgetall(f"{prefix}kpi:center:today").items()}
+    return {k: center.get(k) for k in ("offered", "answered", "abandoned", "handled", "surveys",
+                                       "sentiment_samples")}
+
+
+def parts_offered(client, prefix: str) -> dict[str, tuple[float, float | None]]:
+    """Per shard: its published partial's center/today `offered` and `__as_of`."""
+    from stream import checkpoint as ck
+    from stream.kpi import buckets as b
+
+    out = {}
+    for key in sorted(client.scan_iter(f"{prefix}part:*")):
+        raw = client.hgetall(key)
+        acc = raw.get(b"center|today")
+        as_of = raw.get(b"__as_of")
+        out[key.decode()[len(prefix):]] = (
+            b.unpack(ck.decode(acc))[b.OFFERED] if acc else 0.0,
+            float(as_of) if as_of else None)
+    return out
+
+
 def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work: Path,
-                 label: str, timeout: float = 1800, **env_extra) -> RunResult:
+                 label: str, timeout: float = 1800, reference: dict | None = None,
+                 **env_extra) -> RunResult:
     """Workers on the data set from the start; first event consumed → last one in Redis.
+
+    With `reference` (the one-worker run's center/today counts), a run that published other
+    counts also records each shard's partial and the view read again 5 s later.
 
     Start: the first /healthz poll (every 20 ms) that shows a consumed event. End: every
     partition's checkpoint is past its last offset (polled every 50 ms), and then the
@@ -585,14 +613,14 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
         elapsed = end - first
         cpus = [cpu_seconds(w.pid) - cpu0[w.pid] for w in procs]
         time.sleep(2.5)  # let every worker publish once more, then read the merged picture
-        center = {k.decode(): v.decode() for k, v in
-                  client.hgetall(f"{prefix}kpi:center:today").items()}
-        res = RunResult(total, elapsed, total / elapsed, cpus, rss, quartile_trend(rss),
-                        {"center_today": {k: center.get(k) for k in
-                                          ("offered", "answered", "abandoned", "handled",
-                                           "surveys", "sentiment_samples")},
-                         "update_seen": visible is not None})
-        return res
+        extra = {"center_today": center_today(client, prefix), "update_seen": visible is not None}
+        if reference is not None and extra["center_today"] != reference:
+            # keep what tells a trailing view from wrong counts: each shard's published
+            # partial, and the view read again later
+            extra["parts_offered"] = parts_offered(client, prefix)
+            time.sleep(5.0)
+            extra["center_today_later"] = center_today(client, prefix)
+        return RunResult(total, elapsed, total / elapsed, cpus, rss, quartile_trend(rss), extra)
     finally:
         for w in procs:
             w.stop()
@@ -1041,6 +1069,10 @@ def write_report(path: Path, r: dict) -> None:
                      f"{'the same' if same else '**different**'} center/today counts "
                      f"({p1.extra['center_today']}"
                      f"{'' if same else ' vs ' + str(p2.extra['center_today'])}).")
+        if not same:
+            lines.append(f"  - 5 s later the 2-worker view read {p2.extra['center_today_later']}; "
+                         f"each shard's partial (center/today offered, as_of) at the first read: "
+                         f"{p2.extra['parts_offered']}.")
     lines.append("")
     f = r.get("freshness")
     if f:
@@ -1195,12 +1227,16 @@ def main() -> None:
                 f"({x['events']:,} in {x['seconds']:.1f}s, {x['cpu_s']:.1f} CPU-s)")
         if want("pipeline"):
             for n in (1, 2):
-                p = pipeline_run(stack, ts, ends, total, n, work, f"w{n}")
+                ref = r["pipeline"]["1"].extra["center_today"] if n == 2 else None
+                p = pipeline_run(stack, ts, ends, total, n, work, f"w{n}", reference=ref)
                 r["pipeline"][str(n)] = p
                 say(f"pipeline {n} worker(s): {fmt_rate(p.rate)} events/s "
                     f"({p.events:,} in {p.seconds:.1f}s; worker CPU-s "
                     f"{', '.join(f'{c:.1f}' for c in p.cpu_s)}; center today "
                     f"{p.extra['center_today']})")
+                if "center_today_later" in p.extra:
+                    say(f"  CROSS-CHECK MISMATCH with 1 worker; 5 s later "
+                        f"{p.extra['center_today_later']}; parts {p.extra['parts_offered']}")
                 faust = r["ceilings"].get("faust", {}).get("rate")
                 raw = r["ceilings"].get("msgspec", {}).get("rate")
                 if faust and raw:

@@ -132,3 +132,39 @@ def test_lua_batches_are_binary_safe_and_the_save_checks_the_marker(stack):
             await sink.close()
 
     asyncio.run(go())
+
+
+def test_a_sole_writer_rewrites_what_another_writer_changed(stack):
+    """A sole writer sends only timestamps for hashes whose numbers it already wrote. Another
+    worker may still write the view meanwhile (one joining the group before its first
+    assignment, one that has just lost its partitions), from partials a cycle older; the
+    sole writer must notice and write its numbers again, or the older picture stays up
+    with fresh timestamps until the next whole rewrite."""
+    prefix = f"sole{uuid.uuid4().hex[:6]}:"
+    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
+                               "CCPULSE_REDIS_PREFIX": prefix})
+    client = redis_sync.Redis.from_url(stack.redis_url)
+
+    def view_of(offered: float):
+        now = time.time()
+        return build_view({("center", "today"): acc(offered),
+                           ("queue:billing", "today"): acc(offered)}, LiveMerged(), cfg, now, now)
+
+    async def go() -> None:
+        sink, other = RedisSink(cfg), RedisSink(cfg)
+        try:
+            await sink.write_view(view_of(7), {}, ["center"], sole_writer=True)
+            await sink.write_view(view_of(7), {}, ["center"], sole_writer=True)
+            await other.write_view(view_of(5), {}, ["center"], sole_writer=False)
+            assert client.hget(f"{prefix}kpi:center:today", "offered") == b"5"
+            await sink.write_view(view_of(7), {}, ["center"], sole_writer=True)
+            assert client.hget(f"{prefix}kpi:center:today", "offered") == b"7"
+            assert client.hget(f"{prefix}kpi:queue:billing:today", "offered") == b"7"
+            # and the cache still saves work when nobody else wrote
+            await sink.write_view(view_of(7), {}, ["center"], sole_writer=True)
+            assert client.hget(f"{prefix}kpi:center:today", "offered") == b"7"
+        finally:
+            await sink.close()
+            await other.close()
+
+    asyncio.run(go())

@@ -272,6 +272,7 @@ class RedisSink:
         self._view_cache: dict[str, dict[str, str]] = {}
         self._index: set[str] | None = None
         self._agent_index: dict[int, set[str]] = {}  # slice -> agent hash keys written
+        self._wrote_last: bytes | None = None  # this worker's `view:writer` token, if it wrote
         self._through_cleared = False
         self._release = self.redis.register_script(_RELEASE)
         self._apply = self.redis.register_script(_APPLY)
@@ -484,13 +485,21 @@ class RedisSink:
         only for the slices in `agents` (each slice has its own key index, so the hashes of
         the other slices stay as they were). A `sole_writer` (a worker that owns every
         partition) remembers what it wrote: a hash whose numbers are unchanged gets only its
-        timestamps. With several writers every hash is rewritten whole, because another
-        worker may have written it in between.
+        timestamps, as long as `view:writer` still holds the token of its own last write.
+        With several writers every hash is rewritten whole, because another worker may have
+        written it in between.
         """
         cfg, tz = self.cfg, self.cfg.tz
         stamp = {"updated_at": _iso(view.updated_at), "as_of": _iso(view.as_of)}
         load_stamp = {"updated_at": stamp["updated_at"]}
-        if not sole_writer or self.seq % 60 == 0:  # and a whole rewrite once a minute anyway
+        writer_key = self.k("view", "writer")
+        if (not sole_writer or self.seq % 60 == 0  # and a whole rewrite once a minute anyway
+                or (self._view_cache
+                    and await self.redis.get(writer_key) != self._wrote_last)):
+            # another worker wrote the view since this one did (under the same publish lock:
+            # one joining the group before its first assignment, or one that has just lost
+            # its partitions), from partials that may be a cycle older: its numbers must not
+            # stay up under this worker's fresh timestamps
             self._view_cache.clear()
             self._index = None
             self._agent_index.clear()
@@ -575,11 +584,15 @@ class RedisSink:
         snapshot = view.snapshot(cfg, self.today_intervals(view.as_of, snapshot_scopes))
         pipe.set(self.k("snapshot"), orjson.dumps(snapshot))
         self.seq += 1
+        token = f"{self.worker_id}:{self.seq}".encode()
+        pipe.set(writer_key, token)
         pipe.publish(self.k("updates"), orjson.dumps(
             {"as_of": stamp["as_of"], "updated_at": stamp["updated_at"], "seq": self.seq}))
         kept, self._view_cache, self._index = cache, {}, None  # unknown until this succeeds
         agent_index, self._agent_index = self._agent_index, {}
+        self._wrote_last = None
         await pipe.execute(self._apply)
+        self._wrote_last = token
         if sole_writer:
             for key in stale_all:
                 kept.pop(key, None)
