@@ -563,8 +563,9 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
                  **env_extra) -> RunResult:
     """Workers on the data set from the start; first event consumed → last one in Redis.
 
-    With `reference` (the one-worker run's center/today counts), a run that published other
-    counts also records each shard's partial and the view read again 5 s later.
+    The cross-check reads `kpi:center:today` WALL_TIMEOUTS_QUIET_S + 2.5 s after that. With
+    `reference` (the one-worker run's counts), a run that published other counts also
+    records each shard's partial and the view read again 5 s later.
 
     Start: the first /healthz poll (every 20 ms) that shows a consumed event. End: every
     partition's checkpoint is past its last offset (polled every 50 ms), and then the
@@ -612,7 +613,14 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
         end = visible if visible is not None else now
         elapsed = end - first
         cpus = [cpu_seconds(w.pid) - cpu0[w.pid] for w in procs]
-        time.sleep(2.5)  # let every worker publish once more, then read the merged picture
+        # then read the merged picture once it has settled: ACW timeouts and orphan expiry
+        # move to the wall clock only after a partition has had no record for
+        # WALL_TIMEOUTS_QUIET_S (until then they follow its event watermark), so the counts
+        # still change for that long after the last record (2.5 s was too short: 2-worker
+        # runs read `handled` 50-250 below the 1-worker run, equal 4 s later)
+        from stream.pipeline import WALL_TIMEOUTS_QUIET_S
+
+        time.sleep(WALL_TIMEOUTS_QUIET_S + 2.5)
         extra = {"center_today": center_today(client, prefix), "update_seen": visible is not None}
         if reference is not None and extra["center_today"] != reference:
             # keep what tells a trailing view from wrong counts: each shard's published
