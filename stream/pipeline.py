@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import time
@@ -163,6 +164,13 @@ WALL_TIMEOUTS_QUIET_S = 5.0
 # publish interval: the per-agent work per second stays what it was at 0.5 s cycles when the
 # timer is faster (whether it limits throughput was not shown: docs/BENCHMARKS.md)
 AGENT_SLICE_EVERY_S = 0.5
+# reading in event-time step: a partition whose events are this far ahead of the slowest
+# partition that still has records waiting is paused until that one catches up (see
+# `_align_reading`)
+READ_AHEAD_MAX_S = 3600.0
+# ...but a shard that got no records for this long, records waiting or not, holds nobody
+# back: a watermark that stays ahead of what can be fetched must not stall the others
+READ_STALL_S = 10.0
 BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between two cycles
 # with a backlog, consuming between two cycles lasts this many times the last cycle's cost,
 # and at least BACKLOG_GAP_TICKS publish intervals (up to BACKLOG_GAP_MAX_S): a worker that
@@ -250,6 +258,7 @@ class Pipeline:
         self._checkpoint_n = 0
         self._saved_at: dict[str, float] = {}  # shard -> monotonic time of its last checkpoint
         self._fed_at: dict[str, float] = {}  # shard -> monotonic time it last got records
+        self._paused: set[str] = set()  # shards paused for reading ahead (`_align_reading`)
         self._gc_full_at = self._trim_at = time.monotonic()
         self._members_n = 0
         self._lap_at: float | None = None  # set while a publish cycle runs (see _lap)
@@ -332,6 +341,7 @@ class Pipeline:
                     await self._save(self.now())
             for name in names:
                 self.owned.pop(name, None)
+                self._paused.discard(name)  # a new assignment starts unpaused
                 self._saved_at.pop(name, None)
                 self.offsets.pop(name, None)
                 self._shard_map(name).pop(int(name[1:]), None)
@@ -536,7 +546,51 @@ class Pipeline:
                     self.offsets[name][key] = records[-1].offset + 1
                     self.events_seen += len(records)
                     self._fed_at[name] = fed_at
+                self._align_reading()
             await asyncio.sleep(0)
+
+    def _align_reading(self) -> None:
+        """Pause the partitions of a shard whose event time is more than READ_AHEAD_MAX_S
+        ahead of the slowest shard with records still waiting; resume them once it is not.
+
+        The consumer fetches partitions unevenly: in a replay of a month, one interactions
+        partition was read 14 days of event time ahead of another. Each cycle then changed
+        intervals across those 14 days, and every shard's part of an interval it had already
+        pruned was read back from Redis (a slice of agents: 13 k hashes, 0.35 s; 40 % of the
+        replay's time). Interactions and agent shards take part; customer shards are fed by
+        the workers' own FCR records and follow the interactions. Only shards with a backlog
+        hold the others back, so a live worker (partitions within seconds) never pauses; and
+        only while they are being fed (READ_STALL_S), so a stuck partition stalls nobody.
+        """
+        marks = {name: shard.max_ts for name, shard in self.owned.items()
+                 if name[0] in "ia" and shard.max_ts > 0}
+        if len(marks) < 2 and not self._paused:
+            return
+        waiting: dict[str, int] = {}
+        for name, _, _, n in self._unread(marks):
+            waiting[name] = waiting.get(name, 0) + (n or 0)
+        fed_since = time.monotonic() - READ_STALL_S
+        behind = [ts for name, ts in marks.items()
+                  if waiting.get(name, 0) > 0 and self._fed_at.get(name, -math.inf) > fed_since]
+        limit = min(behind) + READ_AHEAD_MAX_S if behind else math.inf
+        ahead = {name for name, ts in marks.items() if ts > limit}
+        if ahead == self._paused:
+            return
+        assert self.consumer is not None
+        if ahead - self._paused:
+            self.consumer.pause(*self._partitions(ahead - self._paused))
+        if self._paused - ahead:
+            self.consumer.resume(*self._partitions(self._paused - ahead))
+        self._paused = ahead
+
+    def _partitions(self, names: Iterable[str]) -> list[TopicPartition]:
+        """The topic-partitions the named owned shards read."""
+        out = []
+        for name in names:
+            for key in self.offsets.get(name, ()):
+                topic, _, partition = key.rpartition(":")
+                out.append(TopicPartition(topic, int(partition)))
+        return out
 
     # -- publishing -----------------------------------------------------------------
 

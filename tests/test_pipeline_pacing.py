@@ -363,3 +363,65 @@ def test_wall_clock_timeouts_wait_for_a_quiet_partition():
     before = time.time()
     p._advance_clocks()
     assert shard.timeout_clock >= before  # quiet: the wall clock rules
+
+
+def test_a_partition_far_ahead_in_event_time_waits_for_the_slowest_with_a_backlog():
+    """Reading in event-time step: a shard more than READ_AHEAD_MAX_S ahead of the slowest
+    shard that still has records waiting is paused, and resumed once that one caught up to
+    within the limit or has nothing left to read, or has not been fed for READ_STALL_S (a
+    stuck partition must not stall the others). Shards within the limit, and shards with
+    no event yet, are never paused."""
+    from aiokafka import TopicPartition
+
+    from stream.pipeline import READ_AHEAD_MAX_S, READ_STALL_S
+
+    p = _pipeline()
+    for i in range(3):
+        p.owned[f"i{i}"] = p.engine.shard(i)
+        p.offsets[f"i{i}"] = {f"cc.interactions:{i}": 100, f"cc.surveys:{i}": 5}
+    p.owned["i3"] = p.engine.shard(3)  # nothing read yet: takes no part
+    p.offsets["i3"] = {"cc.interactions:3": 0, "cc.surveys:3": 0}
+    high = {f"cc.interactions:{i}": 1000 for i in range(4)}
+    high.update({f"cc.surveys:{i}": 5 for i in range(4)})
+
+    class Consumer:
+        paused: set = set()
+
+        def highwater(self, tp):
+            return high[f"{tp.topic}:{tp.partition}"]
+
+        def pause(self, *tps):
+            self.paused |= set(tps)
+
+        def resume(self, *tps):
+            self.paused -= set(tps)
+
+    p.consumer = c = Consumer()
+    t0 = 1_800_000_000.0
+    p.owned["i0"].max_ts = t0
+    p.owned["i1"].max_ts = t0 + READ_AHEAD_MAX_S / 2  # within the limit
+    p.owned["i2"].max_ts = t0 + 14 * 86400  # two weeks ahead
+    p._fed_at = {f"i{i}": time.monotonic() for i in range(3)}
+    p._align_reading()
+    assert c.paused == {TopicPartition("cc.interactions", 2), TopicPartition("cc.surveys", 2)}
+    p.owned["i0"].max_ts = t0 + 14 * 86400 - READ_AHEAD_MAX_S / 2  # caught up, but i1 not
+    p._align_reading()
+    assert c.paused == {TopicPartition(t, p_) for t in ("cc.interactions", "cc.surveys")
+                        for p_ in (0, 2)}
+    p.owned["i1"].max_ts = p.owned["i0"].max_ts
+    p._align_reading()
+    assert c.paused == set()
+    p.owned["i0"].max_ts = t0
+    p._align_reading()
+    assert c.paused == {TopicPartition(t, p_) for t in ("cc.interactions", "cc.surveys")
+                        for p_ in (1, 2)}
+    p._fed_at["i0"] = time.monotonic() - READ_STALL_S - 1  # records waiting, none coming
+    p._align_reading()
+    assert c.paused == set()
+    p._fed_at["i0"] = time.monotonic()
+    p._align_reading()
+    assert c.paused == {TopicPartition(t, p_) for t in ("cc.interactions", "cc.surveys")
+                        for p_ in (1, 2)}
+    high["cc.interactions:0"] = 100  # the slow one has nothing left to read
+    p._align_reading()
+    assert c.paused == set()
