@@ -931,7 +931,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
         produce_s = float(text.split("events produced", 1)[1].split(" in ", 1)[1].split("s")[0])
         rejected = int(text.split("rows rejected", 1)[1].split()[0])
         samples = [r for _, r, _ in rss if r > 0]
-        return {"events": produced, "wall_s": wall, "rate": produced / wall,
+        history = agent_history_check(client, prefix)
+        return {"history": history, "events": produced, "wall_s": wall, "rate": produced / wall,
                 "read_and_produce_s": produce_s, "rows_rejected": rejected,
                 "worker_cpu_s": cpu_seconds(w.pid) - cpu0, "rss": samples,
                 "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay,
@@ -939,6 +940,46 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
     finally:
         client.close()
         w.stop()
+
+
+# what every handled contact adds to exactly one agent's history and to the center's
+AGENT_ADDITIVE = ("handled", "sum_talk_sum", "sum_acw_sum")
+
+
+def agent_history_check(client, prefix: str) -> dict:
+    """The agents' interval history summed per interval against the center's: each handled
+    contact is one agent's, so the two must agree in every interval. A replay moves days of
+    event time per cycle while agent slices are published in turn: an agent's part pruned
+    before its turn went missing here (found 2026-12-05)."""
+    def sums(pattern: str) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        keys = list(client.scan_iter(pattern, count=5000))
+        for i in range(0, len(keys), 5000):
+            pipe = client.pipeline(transaction=False)
+            for key in keys[i:i + 5000]:
+                pipe.hmget(key, "start", *AGENT_ADDITIVE)
+            for start, *values in pipe.execute():
+                cur = out.setdefault(start.decode(), [0.0] * len(AGENT_ADDITIVE))
+                for j, v in enumerate(values):
+                    cur[j] += float(v or 0)
+        return out
+
+    agents, center = sums(f"{prefix}interval:agent:*"), sums(f"{prefix}interval:center:*")
+    bad = sorted(s for s in center.keys() | agents.keys()
+                 if any(abs(a - c) > 1e-6 * max(1.0, abs(c)) for a, c in
+                        zip(agents.get(s, [0.0] * 3), center.get(s, [0.0] * 3))))
+    total = [sum(v[j] for v in center.values()) for j in range(len(AGENT_ADDITIVE))]
+    in_agents = [sum(v[j] for v in agents.values()) for j in range(len(AGENT_ADDITIVE))]
+    return {"intervals": len(center), "mismatched": len(bad), "first_bad": bad[:3],
+            "center_handled": total[0], "agents_handled": in_agents[0]}
+
+
+def history_text(h: dict | None) -> str:
+    if not h:
+        return "agent history: not checked"
+    ok = "all agree" if not h["mismatched"] else f"{h['mismatched']} disagree (e.g. {h['first_bad']})"
+    return (f"agent history vs center, {h['intervals']:,} intervals: {ok}; handled "
+            f"{h['agents_handled']:,.0f} in the agents' history of {h['center_handled']:,.0f}")
 
 
 def checkpointed_events(client, prefix: str, topic: str) -> int:

@@ -251,6 +251,9 @@ class Pipeline:
         self._agent_turn = 0
         self._agent_due: float | None = None  # monotonic time the next slice is due
         self._agent_starts: list[set[int]] = [set() for _ in range(self.agent_slices)]
+        # their union: the owned shards keep these intervals in memory until every slice has
+        # published them (`BucketStore.keep_intervals`)
+        self._agent_held: set[int] = set()
         # per slice: the offsets its last published history covers (see `_agents_through`)
         self._agent_through: list[dict[str, int]] = [{} for _ in range(self.agent_slices)]
         self.agent_kpi: dict[str, dict[str, dict]] = {}  # agent:<id> -> window -> KPIs
@@ -477,6 +480,8 @@ class Pipeline:
         or time out their ACW early. Customer shards follow the slowest interactions
         partition this worker owns: FCR records arrive from all of them.
         """
+        for shard in self.owned.values():  # restored or assigned since: keep these too
+            shard.keep_intervals = self._agent_held
         if self.cfg.clock != "event":
             now = time.time()
             fed_after = time.monotonic() - WALL_TIMEOUTS_QUIET_S
@@ -857,6 +862,8 @@ class Pipeline:
         for s in parts.slices:
             self._agent_starts[s] -= parts.starts[s]
             self._agent_through[s] = parts.offsets
+        self._agent_held.clear()
+        self._agent_held.update(*self._agent_starts)
 
     def _agents_through(self, parts: AgentParts) -> dict[str, int]:
         """Per owned topic-partition, the offset up to which EVERY agent slice's published
@@ -919,8 +926,10 @@ class Pipeline:
         # an interval changed in any owned shard is rewritten from ALL owned shards: the
         # published hash is their sum (plus foreign shards' ivparts), never one shard's part
         starts = set().union(*closed.values()) if closed else set()
-        for pending in self._agent_starts:
-            pending |= starts
+        if self.cfg.per_agent_kpis:
+            for pending in self._agent_starts:
+                pending |= starts
+            self._agent_held |= starts
         tz = self.cfg.tz
         for name, shard in self.owned.items():
             windows = queue_window_partials([shard], now, tz)

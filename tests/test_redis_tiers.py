@@ -168,3 +168,120 @@ def test_a_sole_writer_rewrites_what_another_writer_changed(stack):
             await other.close()
 
     asyncio.run(go())
+
+
+
+class _ReplayRig:
+    """A sole worker in event-clock mode over real Redis, owning interactions shards whose
+    records the test applies by hand, and choosing which agent slices each cycle refreshes."""
+
+    def __init__(self, stack, shards: int) -> None:
+        from stream.pipeline import Pipeline
+
+        self.prefix = f"prune{uuid.uuid4().hex[:6]}:"
+        self.cfg = config.load(environ={
+            "CCPULSE_REDIS_URL": stack.redis_url, "CCPULSE_REDIS_PREFIX": self.prefix,
+            "CCPULSE_CLOCK": "event", "CCPULSE_AGENT_PUBLISH_INTERVAL_S": "1"})
+        self.client = redis_sync.Redis.from_url(stack.redis_url)
+        self.p = p = Pipeline(self.cfg)
+        self.turns: list[list[int]] = []
+        self.n = 0
+        names = [f"i{i}" for i in range(shards)]
+        for i, name in enumerate(names):
+            p.owned[name] = p.engine.shard(i)
+            p.offsets[name] = {}
+        p.all_shard_names = lambda: names
+        p._agent_turns = lambda: self.turns.pop(0)
+
+        async def start_sending():
+            async def acked():
+                pass
+            return acked
+
+        p._start_sending = start_sending
+
+    def handled(self, iid: str, ts: float, agent: str = "ann", partition: int = 0) -> None:
+        """One answered call of 2 minutes' talk and 30 s' wrap-up."""
+        import orjson
+
+        from stream.kpi.windows import iso_utc
+
+        for kind, at in (("offered", ts), ("answered", ts + 10), ("ended", ts + 130),
+                         ("wrapup_completed", ts + 160)):
+            self.n += 1
+            raw = orjson.dumps({"event_id": f"{iid}-{self.n}", "type": f"interaction.{kind}",
+                                "ts": iso_utc(ts if kind == "offered" else at),
+                                "schema_version": 1, "interaction_id": iid, "channel": "voice",
+                                "queue": "billing", "agent_id": agent})
+            self.p.engine.ingest("interactions", raw, partition)
+
+    async def cycle(self, slices: list[int] | None) -> None:
+        """One publish cycle refreshing `slices` (None: a full save, which refreshes all)."""
+        if slices is not None:
+            self.turns.append(slices)
+        assert await self.p._run_cycle()
+        assert not self.turns
+
+    def history(self, scope: str, ts: float) -> dict[bytes, bytes]:
+        from stream.kpi.windows import INTERVAL, iso_local
+
+        start = iso_local(ts // INTERVAL * INTERVAL, self.cfg.tz)
+        return self.client.hgetall(f"{self.prefix}interval:{scope}:{start}")
+
+
+T_REPLAY = 1_793_613_600.0  # 2026-11-02T10:00Z, an interval start
+DAY = 86400.0
+
+
+def test_an_agents_interval_history_survives_the_shard_pruning_it_before_its_slice_turn(stack):
+    """A fast replay moves a shard's clock past an interval's retention between the cycle
+    that changed the interval and the turn of the agent's slice (a rotation is 15 s of wall
+    time, days of event time): the interval is kept in memory until its slice was
+    published. (Before: the agent's history of that interval was never written.)"""
+    rig = _ReplayRig(stack, 1)
+    every = list(range(rig.p.agent_slices))
+
+    async def go() -> None:
+        try:
+            rig.handled("first", T_REPLAY - 3600, agent="bob")
+            await rig.cycle(None)  # the first save is full: every slice published
+            rig.handled("a", T_REPLAY)
+            await rig.cycle([])  # the queue side publishes; the agent slices wait
+            rig.handled("b", T_REPLAY + 4 * DAY)  # days later: t0's interval past retention
+            await rig.cycle([])
+            rig.handled("c", T_REPLAY + 8 * DAY)
+            await rig.cycle(every)
+        finally:
+            await rig.p.sink.close()
+
+    asyncio.run(go())
+    assert rig.history("agent:ann", T_REPLAY).get(b"handled") == b"1"
+    assert rig.history("queue:billing", T_REPLAY).get(b"handled") == b"1"
+    assert rig.history("agent:ann", T_REPLAY + 4 * DAY).get(b"handled") == b"1"
+
+
+def test_a_slice_rewrite_keeps_the_part_of_an_interval_its_shard_pruned(stack):
+    """Shard i1 changes an interval that shard i0 pruned long ago (its clock is days ahead):
+    the slice's rewrite of that interval must keep i0's part in Redis, which the history
+    sums with i1's. (Before: i0's part was deleted after the view that read it, so the
+    next change counted i1's alone.)"""
+    rig = _ReplayRig(stack, 2)
+    every = list(range(rig.p.agent_slices))
+
+    async def go() -> None:
+        try:
+            rig.handled("first", T_REPLAY - 3600, agent="bob", partition=1)
+            rig.handled("a", T_REPLAY, partition=0)
+            await rig.cycle(None)  # full: i0's part of the interval published
+            rig.handled("b", T_REPLAY + 4 * DAY, partition=0)  # i0 prunes it
+            await rig.cycle(every)
+            assert rig.p.owned["i0"].complete_from() > T_REPLAY
+            for i, iid in enumerate("cd"):  # i1 is still at that day: twice, a cycle apart
+                rig.handled(iid, T_REPLAY + 600 + 60 * i, partition=1)
+                await rig.cycle(every)
+                assert rig.history("agent:ann", T_REPLAY).get(b"handled") == b"%d" % (2 + i)
+        finally:
+            await rig.p.sink.close()
+
+    asyncio.run(go())
+    assert rig.history("queue:billing", T_REPLAY).get(b"handled") == b"3"

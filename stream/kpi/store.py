@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Collection
 
 from . import buckets as b
 from .windows import INTERVAL, interval_of, minute_of
@@ -37,6 +38,11 @@ class BucketStore:
         self.dirty_minutes: set[tuple] = set()
         self.dirty_intervals: set[tuple] = set()
         self.changed_intervals: set[int] = set()
+        # interval starts some other output still has to publish from memory (the agent
+        # slices waiting for their turn): set by the pipeline, never pruned
+        self.keep_intervals: Collection[int] = ()
+        # no interval starting here or later was ever pruned (see `complete_from`)
+        self._whole_from = -math.inf
         self._prune_gate: tuple = ()
 
     def apply_fact(self, fact: tuple, sign: float) -> None:
@@ -105,7 +111,7 @@ class BucketStore:
         # which keys are past a horizon only changes when it crosses a bucket boundary (or
         # the unpublished intervals change): skip the scans of every key otherwise
         gate = (math.ceil(horizon / 60), math.ceil((now - self.retention_s) / INTERVAL),
-                len(self.changed_intervals))
+                len(self.changed_intervals), len(self.keep_intervals))
         if gate == self._prune_gate:
             return
         self._prune_gate = gate
@@ -116,22 +122,31 @@ class BucketStore:
         for key in [k for k in self.qminutes if k[2] < horizon]:
             del self.qminutes[key]
         ihorizon = now - self.retention_s - INTERVAL
-        unpublished = self.changed_intervals
-        for key in [k for k in self.intervals if k[3] < ihorizon and k[3] not in unpublished]:
+        unpublished, kept = self.changed_intervals, self.keep_intervals
+        gone = [k for k in self.intervals
+                if k[3] < ihorizon and k[3] not in unpublished and k[3] not in kept]
+        for key in gone:
             del self.intervals[key]
             self.dirty_intervals.add(key)
             _unindex(self.agent_intervals, key)
-        for key in [k for k in self.qintervals if k[2] < ihorizon and k[2] not in unpublished]:
+        if gone:
+            self._whole_from = max(self._whole_from, max(k[3] for k in gone) + INTERVAL)
+        for key in [k for k in self.qintervals
+                    if k[2] < ihorizon and k[2] not in unpublished and k[2] not in kept]:
             del self.qintervals[key]
 
     def complete_from(self) -> float:
         """Intervals starting here or later are whole in memory: pruning and the refusal of
         late facts only ever touch intervals before clock − retention − one interval, and
-        the clock only moves forward."""
-        return self.clock - self.retention_s - INTERVAL
+        the clock only moves forward. Earlier still where nothing that late was pruned
+        (intervals kept for their publication, `keep_intervals`): a late fact refused there
+        is missing from the part in Redis too, so memory and Redis agree."""
+        return min(self.clock - self.retention_s - INTERVAL, self._whole_from)
 
     def rebuild_index(self) -> None:
         """Derive the agent-free sums and the agent key sets from the buckets (after a restore)."""
+        # what the shard pruned before its checkpoint is not known: as far as the retention
+        self._whole_from = self.clock - self.retention_s - INTERVAL
         for source, sums, index in ((self.minutes, self.qminutes, self.agent_minutes),
                                     (self.intervals, self.qintervals, self.agent_intervals)):
             sums.clear()

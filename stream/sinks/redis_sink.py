@@ -348,7 +348,7 @@ class RedisSink:
                     pipe.hset(key, mapping=fields)
                     pipe.expire(key, INTERVAL_TTL_S + 86400)
                 if agents is not None:
-                    self._stage_agent_parts(pipe, keys, agents, as_of)
+                    self._stage_agent_parts(pipe, keys, agents, as_of, shard.complete_from())
             return StagedSave(pipe.encode(), full, tokens)
         except BaseException:
             StagedSave(b"", full, tokens).undo()
@@ -376,8 +376,10 @@ class RedisSink:
         self._saved_mark = mark
 
     def _stage_agent_parts(self, pipe, keys: ck.ShardKeys, agents: "AgentParts",
-                           as_of: float) -> None:
-        """Replace the shard's partials of each refreshed slice: windows, then intervals."""
+                           as_of: float, complete_from: float) -> None:
+        """Replace the shard's partials of each refreshed slice: windows, then intervals;
+        not the intervals it may have pruned (before `complete_from`): it cannot have changed
+        them since, and its earlier part in Redis still counts."""
         windows = agents.windows.get(keys.shard, {})
         intervals = agents.intervals.get(keys.shard, {})
         for s in agents.slices:
@@ -387,7 +389,8 @@ class RedisSink:
             mapping["__as_of"] = repr(as_of)
             pipe.delete(key)
             pipe.hset(key, mapping=mapping)
-            by_start: dict[int, dict] = {start: {} for start in agents.starts[s]}
+            by_start: dict[int, dict] = {start: {} for start in agents.starts[s]
+                                         if start >= complete_from}
             for (scope, start), acc in intervals.get(s, {}).items():
                 by_start.setdefault(start, {})[scope] = ck.encode(b.pack(acc))
             for start, fields in by_start.items():
