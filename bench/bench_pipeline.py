@@ -1168,6 +1168,7 @@ def write_report(path: Path, r: dict) -> None:
             lines.append(f"| {label} | {x['calls']:,} | {x['events']:,} | "
                          f"{x['read_and_produce_s']:.1f} | {x['wall_s']:.1f} | "
                          f"{fmt_rate(x['rate'])} | {x['worker_cpu_s']:.1f} | {tr} |")
+        lines += [""] + [f"- {label}: {history_text(x.get('history'))}." for label, x in rp.items()]
         lines += ["", "Calls are generated with a daily profile over the days shown (voice/chat/sms, "
                   "abandons incl. short ones, holds, missing wrap-ups, dispositions), in the CSV "
                   "format of DESIGN §2. Wall time is the whole command: reading the CSV, "
@@ -1359,6 +1360,9 @@ def main() -> None:
                 say(f"replay {name}: {x['events']:,} events in {x['wall_s']:.1f}s wall "
                     f"({fmt_rate(x['rate'])} events/s; read+produce {x['read_and_produce_s']:.1f}s; "
                     f"rejected rows {x['rows_rejected']})")
+                say("  " + history_text(x["history"]))
+                if x["history"]["mismatched"]:
+                    say("  AGENT HISTORY MISMATCH")
                 if x["rss_trend"]:
                     a, b = x["rss_trend"]
                     r["memory"][f"replay of {name} ({x['events']:,} events, event clock)"] = (

@@ -30,6 +30,7 @@ from .kpi.agents import AgentShard
 from .kpi.engine import Engine
 from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_window_partials,
                          merge, queue_interval_partials, queue_window_partials)
+from .kpi.windows import INTERVAL
 from .memory import trim_heap
 from .sinks.prometheus_sink import Metrics
 from .sinks.redis_sink import AgentParts, AgentView, RedisSink, StagedSave
@@ -820,7 +821,9 @@ class Pipeline:
             for pending in self._agent_starts:
                 pending |= every
         slices = list(range(k)) if full else self._agent_turns()
-        parts = AgentParts(slices, {s: set(self._agent_starts[s]) for s in slices})
+        rotated = len(slices)
+        slices += self._agent_overdue(slices)
+        parts = AgentParts(slices, {s: set(self._agent_starts[s]) for s in slices}, rotated)
         parts.offsets = {key: offset for name in self.owned
                          for key, offset in self.offsets.get(name, {}).items()}
         tz = self.cfg.tz
@@ -850,11 +853,24 @@ class Pipeline:
         n = 0 if now < due else min(k, 1 + int((now - due) / period))
         return [(self._agent_turn + i) % k for i in range(n)]
 
+    def _agent_overdue(self, turns: list[int]) -> list[int]:
+        """Slices out of turn: those with a changed interval the owned shards would have
+        pruned by now. They keep it in memory for the slice (`keep_intervals`); a replay
+        moves days of event time per rotation (15 s), and holding all of it grew the month
+        replay's worker to 565 MiB. A live worker's changes are recent: never out of turn."""
+        horizon = max((shard.clock - shard.retention_s - INTERVAL
+                       for shard in self.owned.values()), default=-math.inf)
+        if not self._agent_held or min(self._agent_held) >= horizon:
+            return []
+        return [s for s, pending in enumerate(self._agent_starts)
+                if s not in turns and pending and min(pending) < horizon]
+
     def _agent_turn_done(self, parts: AgentParts) -> None:
         """After a publish: the refreshed slices are done until their next turn, and their
-        history covers the offsets they were computed at."""
+        history covers the offsets they were computed at. Only the slices whose turn it was
+        move the rotation on; those refreshed out of turn (`_agent_overdue`) keep theirs."""
         k, period, now, due = self._agent_clock()
-        n = len(parts.slices)
+        n = len(parts.slices) if parts.rotated is None else parts.rotated
         # the n slices just refreshed owe nothing: at most the other k - n can be overdue,
         # so after all k the next is due a period from now
         self._agent_due = max(due + n * period, now - (k - n - 1) * period)

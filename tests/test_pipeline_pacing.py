@@ -318,6 +318,31 @@ def test_agent_slices_rotate_on_time_whatever_the_cycles_take(monkeypatch):
     assert sum(len(t) for t in refreshed.values()) == 2
 
 
+def test_a_slice_whose_changed_interval_would_be_pruned_is_refreshed_out_of_turn(monkeypatch):
+    """A replay moves days of event time per rotation: a slice holding a changed interval
+    that the shards would prune by now is refreshed in this cycle, so the kept intervals stay
+    within the retention; the rotation itself goes on where it was."""
+    clock = _Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    p = _pipeline(CCPULSE_AGENT_PUBLISH_INTERVAL_S="2.0")  # 4 slices, one every 0.5 s
+    shard = p.owned["i0"] = p.engine.shard(0)
+    p.offsets["i0"] = {}
+    shard.clock = 1_790_000_000.0
+    horizon = shard.clock - shard.retention_s - INTERVAL
+    recent, old = int(shard.clock // INTERVAL * INTERVAL), int(horizon // INTERVAL * INTERVAL)
+    p._agent_starts = [{recent}, {recent, old}, set(), {old}]
+    p._agent_held = {recent, old}
+    parts = p._agent_parts(shard.clock, full=False)  # slice 0's turn, 1 and 3 overdue
+    assert (parts.slices, parts.rotated) == ([0, 1, 3], 1)
+    p._agent_turn_done(parts)
+    assert p._agent_starts == [set(), set(), set(), set()] and p._agent_held == set()
+    assert p._agent_turn == 1  # slice 1 is still next in turn
+    p._agent_starts[1] = {recent}
+    p._agent_held = {recent}
+    clock.t += 0.5
+    assert p._agent_parts(shard.clock, full=False).slices == [1]  # nothing overdue
+
+
 def test_agents_through_is_the_least_offset_every_slice_covers():
     """The replay waits on `agents:through`: a partition's offset counts only once every
     slice of agents has been published from state that includes it."""

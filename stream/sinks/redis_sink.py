@@ -218,6 +218,7 @@ class AgentParts:
 
     slices: list[int]
     starts: dict[int, set[int]]
+    rotated: int | None = None  # the first this many slices were due in turn (None: all)
     offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next, applied
     windows: dict[str, dict[int, Partial]] = field(default_factory=dict)
     intervals: dict[str, dict[int, Partial]] = field(default_factory=dict)
