@@ -175,10 +175,11 @@ class _ReplayRig:
     """A sole worker in event-clock mode over real Redis, owning interactions shards whose
     records the test applies by hand, and choosing which agent slices each cycle refreshes."""
 
-    def __init__(self, stack, shards: int) -> None:
+    def __init__(self, stack, shards: int, prefix: str | None = None,
+                 first: int = 0) -> None:
         from stream.pipeline import Pipeline
 
-        self.prefix = f"prune{uuid.uuid4().hex[:6]}:"
+        self.prefix = prefix or f"prune{uuid.uuid4().hex[:6]}:"
         self.cfg = config.load(environ={
             "CCPULSE_REDIS_URL": stack.redis_url, "CCPULSE_REDIS_PREFIX": self.prefix,
             "CCPULSE_CLOCK": "event", "CCPULSE_AGENT_PUBLISH_INTERVAL_S": "1"})
@@ -186,11 +187,10 @@ class _ReplayRig:
         self.p = p = Pipeline(self.cfg)
         self.turns: list[list[int]] = []
         self.n = 0
-        names = [f"i{i}" for i in range(shards)]
-        for i, name in enumerate(names):
-            p.owned[name] = p.engine.shard(i)
-            p.offsets[name] = {}
-        p.all_shard_names = lambda: names
+        for i in range(first, first + shards):
+            p.owned[f"i{i}"] = p.engine.shard(i)
+            p.offsets[f"i{i}"] = {}
+        p.all_shard_names = lambda: sorted(p.owned)
         p._agent_turns = lambda: self.turns.pop(0)
 
         async def start_sending():
@@ -285,3 +285,35 @@ def test_a_slice_rewrite_keeps_the_part_of_an_interval_its_shard_pruned(stack):
 
     asyncio.run(go())
     assert rig.history("queue:billing", T_REPLAY).get(b"handled") == b"3"
+
+
+def test_a_shard_taken_over_republishes_what_its_last_owner_had_not(stack):
+    """A revoked worker saves its shards but writes no view, and its agent slices may not
+    have had their turn: a restored shard's intervals count as changed, so the new owner
+    publishes them again, the queue side next cycle and every agent slice in its turn."""
+    old = _ReplayRig(stack, 1)
+    new = _ReplayRig(stack, 1, prefix=old.prefix, first=1)
+    every = list(range(new.p.agent_slices))
+
+    async def go() -> None:
+        try:
+            old.handled("first", T_REPLAY - 3600, agent="bob")
+            await old.cycle(None)
+            old.handled("a", T_REPLAY)
+            old.turns.append([])  # no agent slice due
+            await old.p._save(T_REPLAY + 3600)  # revoked: state saved, no view written
+            new.handled("other", T_REPLAY - 3600, agent="bob", partition=1)
+            await new.cycle(None)  # its own first (full) save
+            shard = new.p.engine.shard(0)
+            saved = await new.p.sink.restore_shard("i0", shard)
+            new.p.owned["i0"], new.p.offsets["i0"] = shard, dict(saved)
+            new.p.engine.seed_names(shard)  # as on_assigned does
+            await new.cycle(every)
+        finally:
+            await old.p.sink.close()
+            await new.p.sink.close()
+
+    asyncio.run(go())
+    assert new.history("queue:billing", T_REPLAY).get(b"handled") == b"1"
+    assert new.history("agent:ann", T_REPLAY).get(b"handled") == b"1"
+    assert new.history("queue:billing", T_REPLAY - 3600).get(b"handled") == b"2"
