@@ -239,6 +239,7 @@ async def restore(redis, keys: ShardKeys, shard) -> dict[str, int]:
             shard.agents[agent.decode()] = unpack_timeline(raw)
     # everything restored is already saved: nothing is dirty, but intervals may be unpublished
     shard.changed_intervals |= {k[3] for k in shard.intervals}
+    shard.changed_agent_keys |= {k for k in shard.intervals if k[2]}
     return {k[len("offset:"):]: int(v) for k, v in meta.items() if k.startswith("offset:")}
 
 

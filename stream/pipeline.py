@@ -810,6 +810,23 @@ class Pipeline:
 
         return acked
 
+    def _agent_changes(self) -> None:
+        """Move the agent buckets the shards changed to the pending starts of their agents'
+        slices. Before, every changed interval was pending in every slice: in a replay most
+        changes are FCR outcomes settling 5–9 days after the contact, a few agents each, and
+        every slice re-read and rewrote those intervals."""
+        k, pending, held = self.agent_slices, self._agent_starts, self._agent_held
+        for shard in self.owned.values():
+            changed = shard.changed_agent_keys
+            if not changed:
+                continue
+            shard.changed_agent_keys = set()
+            if not self.cfg.per_agent_kpis:
+                continue
+            for key in changed:
+                pending[agent_slice(key[2], k)].add(key[3])
+                held.add(key[3])
+
     def _agent_parts(self, now: float, full: bool) -> AgentParts | None:
         """The agent side of this cycle: the next slice of agents (all slices after a full
         save), with every interval changed since that slice was last published."""
@@ -942,10 +959,7 @@ class Pipeline:
         # an interval changed in any owned shard is rewritten from ALL owned shards: the
         # published hash is their sum (plus foreign shards' ivparts), never one shard's part
         starts = set().union(*closed.values()) if closed else set()
-        if self.cfg.per_agent_kpis:
-            for pending in self._agent_starts:
-                pending |= starts
-            self._agent_held |= starts
+        self._agent_changes()
         tz = self.cfg.tz
         for name, shard in self.owned.items():
             windows = queue_window_partials([shard], now, tz)

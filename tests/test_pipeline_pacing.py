@@ -343,6 +343,25 @@ def test_a_slice_whose_changed_interval_would_be_pruned_is_refreshed_out_of_turn
     assert p._agent_parts(shard.clock, full=False).slices == [1]  # nothing overdue
 
 
+def test_a_changed_agent_bucket_is_pending_in_its_agents_slice_only():
+    """An interval changed for one agent (an FCR outcome settling days later) is rewritten
+    by that agent's slice; a change without an agent (an abandon) by none."""
+    from stream.kpi.rollup import agent_slice
+
+    p = _pipeline(CCPULSE_AGENT_PUBLISH_INTERVAL_S="2.0")  # 4 slices
+    shard = p.owned["i0"] = p.engine.shard(0)
+    shard.clock = 1_790_000_000.0
+    start = int(shard.clock // INTERVAL * INTERVAL)
+    delta = ((b.HANDLED, 1.0),)
+    shard.apply_fact((("q", "voice", "ann"), start + 60, delta), 1.0)
+    shard.apply_fact((("q", "voice", ""), start + 120, delta), 1.0)
+    p._agent_changes()
+    mine = agent_slice("ann", 4)
+    assert [bool(pending) for pending in p._agent_starts] == [s == mine for s in range(4)]
+    assert p._agent_starts[mine] == {start} and p._agent_held == {start}
+    assert not shard.changed_agent_keys and shard.changed_intervals == {start}
+
+
 def test_agents_through_is_the_least_offset_every_slice_covers():
     """The replay waits on `agents:through`: a partition's offset counts only once every
     slice of agents has been published from state that includes it."""

@@ -38,6 +38,9 @@ class BucketStore:
         self.dirty_minutes: set[tuple] = set()
         self.dirty_intervals: set[tuple] = set()
         self.changed_intervals: set[int] = set()
+        # the agent buckets among them: each refreshes only its agent's slice (an FCR outcome
+        # settled days later changes a few agents' intervals, not every slice's)
+        self.changed_agent_keys: set[tuple] = set()
         # interval starts some other output still has to publish from memory (the agent
         # slices waiting for their turn): set by the pipeline, never pruned
         self.keep_intervals: Collection[int] = ()
@@ -80,6 +83,8 @@ class BucketStore:
             b.apply(acc, delta, sign)
             self.dirty_intervals.add(ikey)
             self.changed_intervals.add(interval)
+            if agent:
+                self.changed_agent_keys.add(ikey)
 
     def reconcile(self, applied: list, derived: list) -> list:
         """Move the buckets from the facts `applied` to the facts `derived`; returns the facts
