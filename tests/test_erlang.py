@@ -252,10 +252,24 @@ def test_erlang_a_more_patience_fewer_abandons(load, p1, factor, n):
     assert long.p_abandon <= short.p_abandon + 1e-12
 
 
+@st.composite
+def loads_below(draw, max_agents: int, max_rho: float) -> tuple[QueueLoad, int]:
+    """(load, agents) with utilisation at most max_rho by construction, from the same
+    ranges as `loads`: an assume() on ρ threw away most draws, and hypothesis's
+    filter_too_much health check failed a CI run (9 draws kept of 59)."""
+    n = draw(st.integers(1, max_agents))
+    aht_s = draw(st.floats(15, 1800))
+    concurrency = draw(st.integers(1, 3))
+    rho = draw(st.floats(0.0, max_rho))
+    arrivals = min(4000.0, max(1.0, rho * n * concurrency * 3600 / aht_s))
+    return QueueLoad(arrivals, aht_s, concurrency), n
+
+
 @settings(max_examples=60, deadline=None)
-@given(load=loads, n=st.integers(1, 60), t=st.floats(0, 120))
-@example(load=QueueLoad(52.0, 65.0, 1), n=1, t=0.0)  # ρ = 0.94 on one agent: failed at 10⁵ AHT
-def test_erlang_a_tends_to_erlang_c_as_patience_grows(load, n, t):
+@given(case=loads_below(60, 0.95), t=st.floats(0, 120))
+@example(case=(QueueLoad(52.0, 65.0, 1), 1), t=0.0)  # ρ = 0.94 on one agent: failed at 10⁵ AHT
+def test_erlang_a_tends_to_erlang_c_as_patience_grows(case, t):
+    load, n = case
     servers = n * load.concurrency
     assume(load.offered_erlangs / servers <= 0.95)
     c = evaluate(load, n, t)
