@@ -965,13 +965,13 @@ def agent_history_check(client, prefix: str) -> dict:
         return out
 
     agents, center = sums(f"{prefix}interval:agent:*"), sums(f"{prefix}interval:center:*")
+    none = [0.0] * len(AGENT_ADDITIVE)
     bad = sorted(s for s in center.keys() | agents.keys()
                  if any(abs(a - c) > 1e-6 * max(1.0, abs(c)) for a, c in
-                        zip(agents.get(s, [0.0] * 3), center.get(s, [0.0] * 3))))
-    total = [sum(v[j] for v in center.values()) for j in range(len(AGENT_ADDITIVE))]
-    in_agents = [sum(v[j] for v in agents.values()) for j in range(len(AGENT_ADDITIVE))]
+                        zip(agents.get(s, none), center.get(s, none))))
     return {"intervals": len(center), "mismatched": len(bad), "first_bad": bad[:3],
-            "center_handled": total[0], "agents_handled": in_agents[0]}
+            "center_handled": sum(v[0] for v in center.values()),
+            "agents_handled": sum(v[0] for v in agents.values())}
 
 
 def history_text(h: dict | None) -> str:

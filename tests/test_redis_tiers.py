@@ -210,7 +210,7 @@ class _ReplayRig:
                          ("wrapup_completed", ts + 160)):
             self.n += 1
             raw = orjson.dumps({"event_id": f"{iid}-{self.n}", "type": f"interaction.{kind}",
-                                "ts": iso_utc(ts if kind == "offered" else at),
+                                "ts": iso_utc(at),
                                 "schema_version": 1, "interaction_id": iid, "channel": "voice",
                                 "queue": "billing", "agent_id": agent})
             self.p.engine.ingest("interactions", raw, partition)
