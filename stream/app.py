@@ -117,7 +117,9 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
     @app.page("/healthz")
     async def healthz(web, request):
         return web.json({"status": "ok", "events": pipeline.events_seen,
-                         "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok})
+                         "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok,
+                         "state": {f"{kind}.{part}": n
+                                   for (kind, part), n in pipeline.state_sizes().items()}})
 
     @app.page("/readyz")
     async def readyz(web, request):

@@ -182,6 +182,7 @@ GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _co
 TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (stream/memory.py)
 
 SHARD_PREFIX = {"interactions": "i", "surveys": "i", "agents": "a", "customers": "c"}
+SHARD_KIND = {"i": "interactions", "a": "agents", "c": "customers"}
 
 
 @dataclass
@@ -223,7 +224,7 @@ class Pipeline:
         self.engine = Engine(cfg, scorer)
         self.staffing = staffing
         self.sink = RedisSink(cfg)
-        self.metrics = Metrics(lambda: self.view, self.lag)
+        self.metrics = Metrics(lambda: self.view, self.lag, self.state_sizes)
         self.kinds = {cfg.topic_interactions: "interactions", cfg.topic_agents: "agents",
                       cfg.topic_surveys: "surveys", cfg.topic_customers: "customers"}
         self.consumer: AIOKafkaConsumer | None = None
@@ -1113,6 +1114,15 @@ class Pipeline:
         return out
 
     # -- monitoring -----------------------------------------------------------------
+
+    def state_sizes(self) -> dict[tuple[str, str], int]:
+        """(shard kind, part) → entries held by the owned shards: what bounds the memory."""
+        out: dict[tuple[str, str], int] = {}
+        for name, shard in list(self.owned.items()):
+            kind = SHARD_KIND[name[0]]
+            for part, n in shard.state_sizes().items():
+                out[(kind, part)] = out.get((kind, part), 0) + n
+        return out
 
     def lag(self):
         """(topic, partition, event-time lag s, records waiting) of every owned partition."""

@@ -48,7 +48,7 @@ _GAUGES = (
     "cc_longest_wait_seconds", "cc_agents", "cc_contacts_at_risk", "cc_required_agents",
     "cc_staffed_agents", "cc_staffing_gap",
     # pipeline
-    "cc_event_lag_seconds", "cc_consumer_lag_messages",
+    "cc_event_lag_seconds", "cc_consumer_lag_messages", "cc_state_entries",
 )
 EXPORTED_METRICS = frozenset(
     _COUNTERS + _GAUGES

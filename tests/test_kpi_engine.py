@@ -152,6 +152,37 @@ def test_buckets_are_bounded_whatever_runs():
     assert len(shard.ix) <= 61  # finished contacts forgotten after closed_keep_s (1 h)
 
 
+def test_state_entries_count_what_the_shards_hold_and_level_off():
+    """cc_state_entries: per part, the entries the shards hold; under a steady stream they
+    stop growing once the retention is full (what the bench's long replay watches)."""
+    from stream.sinks.prometheus_sink import StateCollector
+
+    e = engine(kpi__retention_h=2)
+    sizes = []
+    for i in range(400):
+        t = T0 + i * 60
+        e.ingest("interactions", ev(f"s{i}", "offered", t), 0)
+        e.ingest("interactions", ev(f"s{i}", "abandoned", t + 10), 0)
+        shard = e.shards[0]
+        shard.changed_intervals.clear()
+        e.advance(t + 11)
+        sizes.append(shard.state_sizes())
+    last = sizes[-1]
+    assert last == {"minute_buckets": len(shard.minutes), "interval_buckets": len(shard.intervals),
+                    "interactions": len(shard.ix), "handled_index": len(shard.handled_index),
+                    "survey_ids": len(shard.survey_ids)}
+    assert last["minute_buckets"] > 0 and last["interactions"] > 0
+    # level after the first 3 h (retention 2 h, forgotten after 1 h): the last 100 minutes
+    # never hold more than the 100 minutes before them
+    for part in last:
+        assert max(s[part] for s in sizes[300:]) <= max(s[part] for s in sizes[200:300]), part
+    family = next(iter(StateCollector(lambda: {("interactions", k): v for k, v in last.items()})
+                       .collect()))
+    assert family.name == "cc_state_entries"
+    assert {(x.labels["shard"], x.labels["part"]): x.value for x in family.samples} == {
+        ("interactions", k): v for k, v in last.items()}
+
+
 def test_unpublished_intervals_are_kept_until_published():
     e = engine(kpi__retention_h=1)
     e.ingest("interactions", ev("a", "offered", T0), 0)

@@ -66,6 +66,9 @@ class AgentShard(BucketStore):
         self.duplicates = 0
         self.new_events: Counter = Counter()
 
+    def state_sizes(self) -> dict[str, int]:
+        return {**BucketStore.state_sizes(self), "agent_timelines": len(self.agents)}
+
     def apply_change(self, agent: str, change: Change, raw: bytes = b"", topic: str = "",
                      partition: int = -1, offset: int = -1) -> str:
         tl = self.agents.get(agent)

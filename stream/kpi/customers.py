@@ -106,6 +106,9 @@ class CustomerShard(BucketStore):
         self.new_events: Counter = Counter()
         self.duplicates = 0
 
+    def state_sizes(self) -> dict[str, int]:
+        return {**BucketStore.state_sizes(self), "customers": len(self.customers)}
+
     def upsert(self, customer: str, iid: str, contact: Contact | None) -> str:
         """Apply the latest record of one contact (None removes it)."""
         cust = self.customers.get(customer)

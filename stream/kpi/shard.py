@@ -62,6 +62,10 @@ class ShardSettings:
 class InteractionShard(BucketStore):
     """State of one interactions/surveys partition pair."""
 
+    def state_sizes(self) -> dict[str, int]:
+        return {**BucketStore.state_sizes(self), "interactions": len(self.ix),
+                "handled_index": len(self.handled_index), "survey_ids": len(self.survey_ids)}
+
     def __init__(self, settings: ShardSettings, name: str = "") -> None:
         super().__init__(settings.retention_s, settings.minute_retention_s)
         self.s = settings

@@ -140,6 +140,11 @@ class BucketStore:
                     if k[2] < ihorizon and k[2] not in unpublished and k[2] not in kept]:
             del self.qintervals[key]
 
+    def state_sizes(self) -> dict[str, int]:
+        """Entries of the state by what they hold: all bounded by a retention, so a long run
+        shows them level once it is full (`cc_state_entries`; the bench samples it)."""
+        return {"minute_buckets": len(self.minutes), "interval_buckets": len(self.intervals)}
+
     def complete_from(self) -> float:
         """Intervals starting here or later are whole in memory: pruning and the refusal of
         late facts only ever touch intervals before clock − retention − one interval, and

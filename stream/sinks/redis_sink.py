@@ -150,7 +150,10 @@ class ScriptBatch:
     CHUNK = 256
 
     def __init__(self) -> None:
-        self._body = bytearray()  # the packed commands, one after the other
+        # a msgpack array32 header (its count filled in by `encode`), then the packed
+        # commands one after the other: the argument is this buffer itself, never a copy
+        # (a replay's cycle can pack 16 MB; each copy was another peak in the worker's heap)
+        self._body = bytearray(b"\xdd\0\0\0\0")
         self.count = 0
 
     def _add(self, op: list) -> None:
@@ -195,16 +198,11 @@ class ScriptBatch:
     def publish(self, channel: str, message) -> None:
         self._add(["PUBLISH", channel, _text(message)])
 
-    def encode(self) -> bytes:
-        """One msgpack array of the commands: its header, then the packed commands."""
-        n = self.count
-        if n < 16:
-            head = bytes((0x90 | n,))
-        elif n < 1 << 16:
-            head = b"\xdc" + n.to_bytes(2, "big")
-        else:
-            head = b"\xdd" + n.to_bytes(4, "big")
-        return head + self._body
+    def encode(self) -> bytearray:
+        """One msgpack array of the commands (array32 whatever the count: msgpack readers,
+        Redis's cmsgpack included, take a longer header than needed)."""
+        self._body[1:5] = self.count.to_bytes(4, "big")
+        return self._body
 
     async def execute(self, script) -> None:
         if self.count:
