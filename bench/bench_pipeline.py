@@ -9,8 +9,9 @@ surveys, messages) into its own topics, and measures on that same data
 1. ceilings: raw aiokafka `getmany` + decode (msgspec, the worker's validating decoder, and
    orjson), and a bare Faust agent with the tuned settings that only counts (subprocess);
 2. the pipeline (`ccpulse worker` subprocesses): events/s from the first event consumed to
-   the moment Redis shows the last one (checkpoint offsets, as replay.wait_processed reads
-   them), with one and with two workers, each run with its own consumer group and prefix;
+   the moment Redis shows the last one (every partition applied past its end, then a
+   publish cycle of every worker started after that), with one and with two workers, each
+   run with its own consumer group and prefix;
 3. freshness at a steady 5,000 events/s: production → visible in Redis, via marker contacts;
 4. `ccpulse replay` of a generated month-long call log (and 1,000,000 calls with --full);
 5. worker RSS over the longest run, first vs last quartile.
@@ -440,25 +441,14 @@ def faust_ceiling(stack, ts: TopicSet, total: int, work: Path, timeout: float = 
 # ---------------------------------------------------------------------------------------
 
 
-def checkpoint_done(client, prefix: str, ts: TopicSet, ends: dict) -> tuple[bool, int]:
-    """(all partitions checkpointed past their end offset, events checkpointed so far)."""
-    pipe = client.pipeline(transaction=False)
-    keys = []
-    for kind, topic in ts.topics.items():
-        shard = "a" if kind == "agents" else "i"
-        for p in range(PARTITIONS):
-            if ends.get((topic, p), 0) <= 0:
-                continue
-            keys.append((topic, p))
-            pipe.hget(f"{prefix}state:{shard}{p}:meta", f"offset:{topic}:{p}")
-    values = pipe.execute()
-    done, seen = True, 0
-    for (topic, p), raw in zip(keys, values):
-        off = int(raw) if raw is not None else 0
-        seen += off
-        if off < ends[(topic, p)]:
-            done = False
-    return done, seen
+def applied_all(health: list[dict], ends: dict) -> bool:
+    """Every data partition applied past its last offset by one of the workers (their
+    /healthz `positions`; a partition moved by a rebalance counts where it is furthest)."""
+    at: dict[str, int] = {}
+    for h in health:
+        for key, off in (h.get("positions") or {}).items():
+            at[key] = max(at.get(key, 0), int(off))
+    return all(at.get(f"{topic}:{p}", 0) >= end for (topic, p), end in ends.items() if end > 0)
 
 
 @dataclass
@@ -477,61 +467,6 @@ def quartile_trend(samples: list[float]) -> tuple[float, float] | None:
         return None
     q = len(samples) // 4
     return statistics.mean(samples[:q]), statistics.mean(samples[-q:])
-
-
-class UpdatesListener:
-    """Receipt time and `as_of` of every `<prefix>updates` message (a daemon thread)."""
-
-    def __init__(self, redis_url: str, channel: str) -> None:
-        import threading
-
-        import redis as redis_sync
-
-        self.client = redis_sync.Redis.from_url(redis_url)
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(channel)
-        self.seen: list[tuple[float, float]] = []  # (received, as_of epoch)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        from stream.kpi.windows import parse_iso
-
-        while not self.stopping:
-            msg = self.pubsub.get_message(timeout=0.05)
-            if msg and msg.get("type") == "message":
-                now = time.time()
-                with contextlib.suppress(Exception):
-                    self.seen.append((now, parse_iso(json.loads(msg["data"])["as_of"])))
-
-    def first_after(self, as_of: float, timeout: float = 10.0) -> float | None:
-        """Receipt time of the first update whose as_of is at or after `as_of`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for received, stamp in list(self.seen):
-                if stamp >= as_of - 0.001:
-                    return received
-            time.sleep(0.02)
-        return None
-
-    def close(self) -> None:
-        self.stopping = True
-        self.thread.join(2)
-        with contextlib.suppress(Exception):
-            self.pubsub.close()
-            self.client.close()
-
-
-def shard_clocks(client, prefix: str) -> float:
-    """The latest `clock` (the publish cycle's now) among the checkpointed shards."""
-    latest = 0.0
-    for kind in ("i", "a"):
-        for p in range(PARTITIONS):
-            raw = client.hget(f"{prefix}state:{kind}{p}:meta", "clock")
-            if raw is not None:
-                latest = max(latest, float(raw))
-    return latest
 
 
 def center_today(client, prefix: str) -> dict[str, str | None]:
@@ -570,10 +505,13 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
     `reference` (the one-worker run's counts), a run that published other counts also
     records each shard's partial and the view read again 5 s later.
 
-    Start: the first /healthz poll (every 20 ms) that shows a consumed event. End: every
-    partition's checkpoint is past its last offset (polled every 50 ms), and then the
-    `updates` message of the publish cycle that wrote that checkpoint (its `as_of` is the
-    cycle's now, saved as the shards' `clock`) — the moment the KPI keys show everything.
+    Start: the first /healthz poll (every 20 ms) that shows a consumed event. End: the
+    workers' /healthz (polled every 50 ms) show every partition applied past its last
+    offset, and then every worker has completed two more publish cycles. The second one
+    started after the last record was applied, so it wrote it; the last worker's cycle
+    merges the others' parts. That is the moment the KPI keys show everything. Waiting
+    for the checkpoints instead, as the bench did until 2026-12-05, added 0-5 s: each
+    shard is checkpointed only on its turn, every `checkpoint_interval_s`.
     """
     import redis as redis_sync
 
@@ -581,11 +519,10 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
     group, prefix = f"bench-{label}-{tag}", f"bench{label}{tag}:"
     env = ts.worker_env(stack, group, prefix, **env_extra)
     client = redis_sync.Redis.from_url(stack.redis_url)
-    updates = UpdatesListener(stack.redis_url, f"{prefix}updates")
     procs = [Worker(env, work / f"worker-{label}-{i}.log") for i in range(workers)]
     cpu0 = {w.pid: cpu_seconds(w.pid) for w in procs}
-    # the rest of the machine's CPU: with everything on two cores, what the broker, Redis
-    # and the bench spend per event bounds what a second worker can add
+    # the rest of the machine's CPU: broker, Redis and the bench share the cores with the
+    # workers, so the report gives what each of them spends per event
     others = {"broker": stack.broker.proc.pid, "redis": stack.redis.proc.pid,
               "bench": os.getpid()}
     others0 = {k: cpu_seconds(pid) for k, pid in others.items()}
@@ -605,10 +542,14 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
             if time.monotonic() - started > 120:
                 raise RuntimeError("no worker consumed anything within 120 s")
             time.sleep(0.02)
+        cycles_at_done: list[int] | None = None
         while True:
-            done, _ = checkpoint_done(client, prefix, ts, ends)
+            health = [w.get("/healthz") or {} for w in procs]
             now = time.time()
-            if done:
+            if cycles_at_done is None and applied_all(health, ends):
+                cycles_at_done = [int(h.get("cycles", 0)) for h in health]
+            if cycles_at_done is not None and all(
+                    int(h.get("cycles", 0)) >= c + 2 for h, c in zip(health, cycles_at_done)):
                 break
             if now - last_rss >= 0.5:
                 rss.append(sum(rss_mib(w.pid) or 0.0 for w in procs))
@@ -622,9 +563,7 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
             if not all(w.alive() for w in procs):
                 raise RuntimeError(f"a worker exited; see {work}")
             time.sleep(0.05)
-        visible = updates.first_after(shard_clocks(client, prefix))
-        end = visible if visible is not None else now
-        elapsed = end - first
+        elapsed = now - first
         cpus = [cpu_seconds(w.pid) - cpu0[w.pid] for w in procs]
         others_cpu = {k: cpu_seconds(pid) - others0[k] for k, pid in others.items()}
         # a rebalance while consuming (a worker joining the group after the other started:
@@ -642,7 +581,7 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
         from stream.pipeline import WALL_TIMEOUTS_QUIET_S
 
         time.sleep(WALL_TIMEOUTS_QUIET_S + 2.5)
-        extra = {"center_today": center_today(client, prefix), "update_seen": visible is not None,
+        extra = {"center_today": center_today(client, prefix),
                  "others_cpu_s": others_cpu, "records_read": read, "reassigned": moved,
                  "rebalanced": moved > 0}
         if reference is not None and extra["center_today"] != reference:
@@ -655,7 +594,6 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
     finally:
         for w in procs:
             w.stop()
-        updates.close()
         client.close()
 
 

@@ -119,7 +119,8 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
         return web.json({"status": "ok", "events": pipeline.events_seen,
                          "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok,
                          "state": {f"{kind}.{part}": n
-                                   for (kind, part), n in pipeline.state_sizes().items()}})
+                                   for (kind, part), n in pipeline.state_sizes().items()},
+                         "positions": pipeline.positions()})
 
     @app.page("/readyz")
     async def readyz(web, request):

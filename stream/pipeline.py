@@ -1115,6 +1115,12 @@ class Pipeline:
 
     # -- monitoring -----------------------------------------------------------------
 
+    def positions(self) -> dict[str, int]:
+        """"topic:partition" → the next offset to apply, for the owned shards' partitions:
+        with the cycle count, tells when every record up to an offset is in Redis."""
+        return {key: off for name in list(self.owned)
+                for key, off in self.offsets.get(name, {}).items()}
+
     def state_sizes(self) -> dict[tuple[str, str], int]:
         """(shard kind, part) → entries held by the owned shards: what bounds the memory."""
         out: dict[tuple[str, str], int] = {}
