@@ -1099,8 +1099,7 @@ def write_report(path: Path, r: dict) -> None:
     if p1 and p2:
         lines.append(f"- Target two workers ≥ 1.6 × one: {p2.rate / p1.rate:.2f}× — "
                      f"{verdict(p2.rate >= 1.6 * p1.rate)}. The {m['cpus']} CPUs are shared by "
-                     "the broker, Redis and both workers: a second worker can only use what "
-                     "the first leaves idle, so this ratio varies between runs more than the others.")
+                     "the broker, Redis, the bench and the workers.")
         lines.append(f"  - CPU-s per 100,000 events, 1 worker: {cpu_text(p1)}; 2 workers: "
                      f"{cpu_text(p2)}. Publish cycles cost per second (4 a second per worker), not "
                      "per event, and each worker's cycles checkpoint and stage only its own "
