@@ -61,7 +61,12 @@ def shard_state(shard) -> dict:
     return out
 
 
-def test_every_shard_kind_round_trips_through_redis(stack):
+@pytest.mark.parametrize("via", ["pipeline", "chunked save script"])
+def test_every_shard_kind_round_trips_through_redis(stack, via):
+    """Staged into a redis-py pipeline, or into the worker's ScriptBatch cut into many small
+    chunks and applied by the checkpoint's Lua script (the chunks in order, one call)."""
+    from stream.sinks.redis_sink import _SAVE, ScriptBatch
+
     engine, last = fed_engine()
     prefix = f"rt{uuid.uuid4().hex[:6]}:"
     shards = {f"i{p}": s for p, s in engine.shards.items()}
@@ -73,11 +78,21 @@ def test_every_shard_kind_round_trips_through_redis(stack):
     async def go() -> Engine:
         client = aioredis.from_url(stack.redis_url)
         try:
-            pipe = client.pipeline(transaction=True)
+            pipe = client.pipeline(transaction=True) if via == "pipeline" else ScriptBatch()
+            if via != "pipeline":
+                pipe.CHUNK_BYTES = 4096
             for name, shard in shards.items():
                 ck.mark_all_dirty(shard)
                 ck.stage_shard(pipe, ck.ShardKeys(prefix, name), shard, {"t:0": 41})
-            await pipe.execute()
+            if via == "pipeline":
+                await pipe.execute()
+            else:
+                chunks = pipe.chunks()
+                assert len(chunks) > 5
+                marker = f"{prefix}marker"
+                applied = await client.register_script(_SAVE)(
+                    keys=[marker], args=["0", "", "m1", "60", *chunks])
+                assert applied == pipe.count and await client.get(marker) == b"m1"
             fresh = Engine(config.load())
             for name in shards:
                 p = int(name[1:])

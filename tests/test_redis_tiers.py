@@ -118,6 +118,18 @@ def test_lua_batches_are_binary_safe_and_the_save_checks_the_marker(stack):
             stored = client.hgetall(f"{prefix}bin")
             assert [stored[f"f{i}".encode()] for i in range(len(values))] == values
 
+            # many chunks, one call: applied in order (each write overrides the one before)
+            batch = ScriptBatch()
+            batch.CHUNK_BYTES = 64
+            for i in range(300):
+                batch.delete(f"{prefix}seq")
+                batch.hset(f"{prefix}seq", mapping={"n": str(i)})
+                batch.sadd(f"{prefix}all", str(i))
+            assert len(batch.chunks()) > 50 and batch.count == 900
+            await batch.execute(sink._apply)
+            assert client.hgetall(f"{prefix}seq") == {b"n": b"299"}
+            assert client.scard(f"{prefix}all") == 300
+
             await sink.save_shards({}, {}, {}, {}, time.time(), full=True)
             mark = sink._saved_mark
             assert client.get(sink.marker) == mark

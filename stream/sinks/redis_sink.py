@@ -86,30 +86,41 @@ def connect(target: str | Settings, **kw: Any) -> aioredis.Redis:
                              health_check_interval=10, **kw)
 
 
+# Every argument is a msgpack array of commands (a ScriptBatch's chunks, in order).
 _APPLY = """
-local ops = cmsgpack.unpack(ARGV[1])
-for i = 1, #ops do
-  redis.call(unpack(ops[i]))
+local n = 0
+for a = 1, #ARGV do
+  local ops = cmsgpack.unpack(ARGV[a])
+  for i = 1, #ops do
+    redis.call(unpack(ops[i]))
+  end
+  n = n + #ops
 end
-return #ops
+return n
 """
 
 
 # The checkpoint: this worker's marker must still hold its last save (else Redis lost data
 # and the caller saves everything: RESET), then the ops, then the new marker, atomically.
+# ARGV: check the marker ('1'/'0'), the marker expected, the new marker, its TTL, then the
+# chunks of commands.
 _SAVE = """
-if ARGV[2] == '1' then
+if ARGV[1] == '1' then
   local cur = redis.call('GET', KEYS[1])
-  if (cur or '') ~= ARGV[3] then
+  if (cur or '') ~= ARGV[2] then
     return redis.error_reply('CCPULSE_RESET marker changed')
   end
 end
-local ops = cmsgpack.unpack(ARGV[1])
-for i = 1, #ops do
-  redis.call(unpack(ops[i]))
+local n = 0
+for a = 5, #ARGV do
+  local ops = cmsgpack.unpack(ARGV[a])
+  for i = 1, #ops do
+    redis.call(unpack(ops[i]))
+  end
+  n = n + #ops
 end
-redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[5])
-return #ops
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+return n
 """
 
 
@@ -145,20 +156,36 @@ class ScriptBatch:
     Each command is packed as it is added, so its strings die with it: holding them all
     until the end made a replay's cycle (thousands of interval hashes, agents' history
     included) peak at millions of live objects, and the worker's RSS followed the peaks.
+    The packed commands go in chunks of about CHUNK_BYTES, each its own msgpack array and
+    its own script argument (the scripts loop over them; still one atomic call): one buffer
+    grown to a replay cycle's 25 MB was reallocated all the way up, held up to 1.5× its
+    size, and each growth step copied it — the largest transient of a cycle (tracemalloc:
+    +37 MB at the call, phase peaks up to +83 MB).
     """
 
-    CHUNK = 256
+    CHUNK = 256  # arguments per command (Lua's unpack limit)
+    CHUNK_BYTES = 1 << 20
 
     def __init__(self) -> None:
-        # a msgpack array32 header (its count filled in by `encode`), then the packed
-        # commands one after the other: the argument is this buffer itself, never a copy
-        # (a replay's cycle can pack 16 MB; each copy was another peak in the worker's heap)
-        self._body = bytearray(b"\xdd\0\0\0\0")
-        self.count = 0
+        self._chunks: list[bytearray] = []
+        self._counts: list[int] = []
+        self._new_chunk()
+
+    def _new_chunk(self) -> None:
+        # a msgpack array32 header, its count filled in by `chunks`; the buffers are the
+        # script's arguments themselves, never copied
+        self._chunks.append(bytearray(b"\xdd\0\0\0\0"))
+        self._counts.append(0)
+
+    @property
+    def count(self) -> int:
+        return sum(self._counts)
 
     def _add(self, op: list) -> None:
-        _MSGPACK.encode_into(op, self._body, -1)
-        self.count += 1
+        if len(self._chunks[-1]) >= self.CHUNK_BYTES:
+            self._new_chunk()
+        _MSGPACK.encode_into(op, self._chunks[-1], -1)
+        self._counts[-1] += 1
 
     def _chunked(self, head: list, items: list) -> None:
         for i in range(0, len(items), self.CHUNK):
@@ -198,15 +225,17 @@ class ScriptBatch:
     def publish(self, channel: str, message) -> None:
         self._add(["PUBLISH", channel, _text(message)])
 
-    def encode(self) -> bytearray:
-        """One msgpack array of the commands (array32 whatever the count: msgpack readers,
-        Redis's cmsgpack included, take a longer header than needed)."""
-        self._body[1:5] = self.count.to_bytes(4, "big")
-        return self._body
+    def chunks(self) -> list[bytearray]:
+        """The commands as msgpack arrays, in order (array32 headers whatever the count:
+        msgpack readers, Redis's cmsgpack included, take a longer header than needed)."""
+        for chunk, n in zip(self._chunks, self._counts):
+            chunk[1:5] = n.to_bytes(4, "big")
+        return [c for c, n in zip(self._chunks, self._counts) if n]
 
     async def execute(self, script) -> None:
-        if self.count:
-            await script(keys=[], args=[self.encode()])
+        chunks = self.chunks()
+        if chunks:
+            await script(keys=[], args=chunks)
 
 
 @dataclass
@@ -238,7 +267,7 @@ class AgentView:
 class StagedSave:
     """A checkpoint encoded by `RedisSink.stage_save`, not sent yet."""
 
-    ops: bytes  # the msgpack of the script's commands
+    ops: list  # the script's commands: msgpack arrays (ScriptBatch.chunks)
     full: bool  # a whole-state save after Redis lost data: no marker check
     tokens: list  # (shard, token) to put the dirty markers back if it is not applied
 
@@ -267,8 +296,12 @@ class RedisSink:
         self.interval_cache: dict[tuple[str, int], dict] = {}
         self.index_scopes: set[str] = set()  # scopes whose interval index this worker wrote
         # what this worker last wrote to each KPI/load hash (timestamps aside) and the key
-        # index: a hash whose numbers did not change only gets its timestamps rewritten
-        self._view_cache: dict[str, dict[str, str]] = {}
+        # index: a hash whose numbers did not change only gets its timestamps rewritten.
+        # Per hash its fields packed (msgpack) and their names: compact, since it holds
+        # every agent's windows (a dict of ~80 str fields was about 6× the size, and a
+        # replay's cycle held the old and the new side by side)
+        self._view_cache: dict[str, tuple[bytes, frozenset]] = {}
+        self._field_sets: dict[frozenset, frozenset] = {}  # one copy of each set of names
         self._index: set[str] | None = None
         self._agent_index: dict[int, set[str]] = {}  # slice -> agent hash keys written
         self._wrote_last: bytes | None = None  # this worker's `view:writer` token, if it wrote
@@ -348,9 +381,9 @@ class RedisSink:
                     pipe.expire(key, INTERVAL_TTL_S + 86400)
                 if agents is not None:
                     self._stage_agent_parts(pipe, keys, agents, as_of, shard.complete_from())
-            return StagedSave(pipe.encode(), full, tokens)
+            return StagedSave(pipe.chunks(), full, tokens)
         except BaseException:
-            StagedSave(b"", full, tokens).undo()
+            StagedSave([], full, tokens).undo()
             raise
 
     async def send_save(self, staged: StagedSave) -> None:
@@ -362,8 +395,8 @@ class RedisSink:
         mark = str(self._saves + 1).encode()
         try:
             await self._save_script(keys=[self.marker], args=[
-                staged.ops, "0" if staged.full else "1", self._saved_mark or b"", mark,
-                str(MARKER_TTL_S)])
+                "0" if staged.full else "1", self._saved_mark or b"", mark, str(MARKER_TTL_S),
+                *staged.ops])
         except BaseException as exc:
             staged.undo()
             if isinstance(exc, redis.exceptions.ResponseError) and "CCPULSE_RESET" in str(exc):
@@ -517,20 +550,24 @@ class RedisSink:
                 groups[key] = {m.decode() for m in members}
         pipe = ScriptBatch()
         written: dict[str, set[str]] = {key: set() for key in groups}
+        # updated in place: adopted below only when the write succeeds, else dropped whole
         cache = self._view_cache
-        new_cache: dict[str, dict[str, str]] = {}
+        field_sets = self._field_sets
 
         def put(group: set[str], key: str, doc: dict, key_stamp: dict[str, str]) -> None:
             fields = hash_fields(doc, {})
             group.add(key)
-            new_cache[key] = fields
+            packed = _MSGPACK.encode(fields)
             before = cache.get(key)
-            if before == fields:
+            if before is not None and before[0] == packed:
                 pipe.hset(key, mapping=key_stamp)
-            else:
-                if before is None or not before.keys() <= fields.keys():
-                    pipe.delete(key)  # a field may have gone (a ratio without denominator)
-                pipe.hset(key, mapping={**fields, **key_stamp})
+                return
+            names = frozenset(fields)
+            names = field_sets.setdefault(names, names)
+            if before is None or not before[1] <= names:
+                pipe.delete(key)  # a field may have gone (a ratio without denominator)
+            pipe.hset(key, mapping={**fields, **key_stamp})
+            cache[key] = (packed, names)
 
         queue_side = written[self.k("index")]
         for scope, per in view.kpi.items():
@@ -560,10 +597,14 @@ class RedisSink:
             # no agent scopes here: a marker left by an earlier run must not hold a replay
             pipe.delete(self.k("agents", "through"))
             self._through_cleared = True
+        # the snapshot's today needs today's and yesterday's docs (`today_intervals` keeps
+        # no more): a replay's cycle writes days of history, and caching all of it first
+        # held thousands of documents until then
+        cache_from = _cache_from(view.as_of, tz)
         for (scope, start), acc in sorted(history.items(), key=lambda kv: kv[0][1]):
             start_iso = iso_local(start, tz)
             doc = interval_doc(scope, start_iso, acc)
-            if not scope.startswith("agent:"):
+            if start >= cache_from and not scope.startswith("agent:"):
                 self.interval_cache[(scope, start)] = doc
             key = self.k("interval", scope, start_iso)
             pipe.delete(key)
@@ -598,7 +639,6 @@ class RedisSink:
         if sole_writer:
             for key in stale_all:
                 kept.pop(key, None)
-            kept.update(new_cache)
             self._view_cache, self._index = kept, written[self.k("index")]
             agent_index.update({s: written[self.k("index", "agents", str(s))] for s in slices})
             self._agent_index = agent_index
@@ -625,13 +665,14 @@ class RedisSink:
         from ..kpi.windows import local_midnight
 
         midnight = local_midnight(as_of, self.cfg.tz)
+        cache_from = _cache_from(as_of, self.cfg.tz)
         wanted = set(scopes)
         out: dict[str, list[dict]] = {s: [] for s in wanted}
         for (scope, start), doc in sorted(self.interval_cache.items(), key=lambda kv: kv[0][1]):
             if scope in wanted and start >= midnight:
                 out[scope].append({k: v for k, v in doc.items() if not k.startswith("sum_")})
         # keep the cache to today and yesterday
-        for key in [k for k in self.interval_cache if k[1] < midnight - 86400]:
+        for key in [k for k in self.interval_cache if k[1] < cache_from]:
             del self.interval_cache[key]
         return out
 
@@ -644,6 +685,13 @@ class RedisSink:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+
+
+def _cache_from(as_of: float, tz) -> float:
+    """Start of yesterday (local): the interval documents the snapshot's today can need."""
+    from ..kpi.windows import local_midnight
+
+    return local_midnight(as_of, tz) - 86400
 
 
 def _iso(epoch: float) -> str:
