@@ -86,18 +86,22 @@ def connect(target: str | Settings, **kw: Any) -> aioredis.Redis:
                              health_check_interval=10, **kw)
 
 
-# Every argument is a msgpack array of commands (a ScriptBatch's chunks, in order).
-_APPLY = """
+def _run_chunks(first: int) -> str:
+    """Lua: run the commands of ARGV[first..] in order, each argument a msgpack array of
+    commands (a ScriptBatch's chunks); `n` counts them."""
+    return f"""
 local n = 0
-for a = 1, #ARGV do
+for a = {first}, #ARGV do
   local ops = cmsgpack.unpack(ARGV[a])
   for i = 1, #ops do
     redis.call(unpack(ops[i]))
   end
   n = n + #ops
 end
-return n
 """
+
+
+_APPLY = _run_chunks(1) + "return n\n"
 
 
 # The checkpoint: this worker's marker must still hold its last save (else Redis lost data
@@ -111,14 +115,7 @@ if ARGV[1] == '1' then
     return redis.error_reply('CCPULSE_RESET marker changed')
   end
 end
-local n = 0
-for a = 5, #ARGV do
-  local ops = cmsgpack.unpack(ARGV[a])
-  for i = 1, #ops do
-    redis.call(unpack(ops[i]))
-  end
-  n = n + #ops
-end
+""" + _run_chunks(5) + """
 redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 return n
 """
