@@ -62,10 +62,6 @@ class ShardSettings:
 class InteractionShard(BucketStore):
     """State of one interactions/surveys partition pair."""
 
-    def state_sizes(self) -> dict[str, int]:
-        return {**BucketStore.state_sizes(self), "interactions": len(self.ix),
-                "handled_index": len(self.handled_index), "survey_ids": len(self.survey_ids)}
-
     def __init__(self, settings: ShardSettings, name: str = "") -> None:
         super().__init__(settings.retention_s, settings.minute_retention_s)
         self.s = settings
@@ -89,6 +85,10 @@ class InteractionShard(BucketStore):
         self._touched: set[str] = set()  # applied to since the last advance: schedule them
         self._index_expiry: list[tuple[float, str]] = []  # (handled ts, iid) of handled_index
         self._survey_expiry: list[tuple[float, str]] = []  # (ts, survey id) of survey_ids
+
+    def state_sizes(self) -> dict[str, int]:
+        return {**BucketStore.state_sizes(self), "interactions": len(self.ix),
+                "handled_index": len(self.handled_index), "survey_ids": len(self.survey_ids)}
 
     # -- events -------------------------------------------------------------------------
 

@@ -547,8 +547,9 @@ class RedisSink:
                 groups[key] = {m.decode() for m in members}
         pipe = ScriptBatch()
         written: dict[str, set[str]] = {key: set() for key in groups}
-        # updated in place: adopted below only when the write succeeds, else dropped whole
-        cache = self._view_cache
+        # updated in place and taken out until the write succeeds: if anything fails before
+        # (here or in Redis), no entry may claim numbers Redis does not hold
+        cache, self._view_cache = self._view_cache, {}
         field_sets = self._field_sets
 
         def put(group: set[str], key: str, doc: dict, key_stamp: dict[str, str]) -> None:
