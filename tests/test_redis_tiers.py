@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 
+import pytest
 import redis as redis_sync
 
 from stream import config
@@ -178,6 +179,40 @@ def test_a_sole_writer_rewrites_what_another_writer_changed(stack):
         finally:
             await sink.close()
             await other.close()
+
+    asyncio.run(go())
+
+
+def test_a_write_that_fails_before_redis_leaves_no_cache_claiming_its_numbers(stack):
+    """The view cache is filled while a cycle packs its commands. If the cycle fails before
+    Redis takes them, no entry may say the new numbers are there: the next write would send
+    only timestamps and leave the old numbers up."""
+    prefix = f"fail{uuid.uuid4().hex[:6]}:"
+    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
+                               "CCPULSE_REDIS_PREFIX": prefix})
+    client = redis_sync.Redis.from_url(stack.redis_url)
+
+    def view_of(offered: float):
+        now = time.time()
+        return build_view({("center", "today"): acc(offered)}, LiveMerged(), cfg, now, now)
+
+    async def go() -> None:
+        sink = RedisSink(cfg)
+        try:
+            await sink.write_view(view_of(3), {}, ["center"], sole_writer=True)
+            failing = view_of(4)
+
+            def broken(*args, **kwargs):
+                raise RuntimeError("snapshot failed")
+
+            failing.snapshot = broken  # fails after the KPI hashes were packed
+            with pytest.raises(RuntimeError):
+                await sink.write_view(failing, {}, ["center"], sole_writer=True)
+            assert client.hget(f"{prefix}kpi:center:today", "offered") == b"3"
+            await sink.write_view(view_of(4), {}, ["center"], sole_writer=True)
+            assert client.hget(f"{prefix}kpi:center:today", "offered") == b"4"
+        finally:
+            await sink.close()
 
     asyncio.run(go())
 
