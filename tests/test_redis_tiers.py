@@ -147,21 +147,31 @@ def test_lua_batches_are_binary_safe_and_the_save_checks_the_marker(stack):
     asyncio.run(go())
 
 
+def _view_setup(stack, tag: str):
+    """A fresh prefix on the test Redis: (prefix, settings, a sync client to read it)."""
+    prefix = f"{tag}{uuid.uuid4().hex[:6]}:"
+    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
+                               "CCPULSE_REDIS_PREFIX": prefix})
+    return prefix, cfg, redis_sync.Redis.from_url(stack.redis_url)
+
+
+def _view_of(cfg, offered: float, *scopes: str):
+    """A view whose `today` window of each scope counts `offered` contacts."""
+    now = time.time()
+    return build_view({(scope, "today"): acc(offered) for scope in scopes}, LiveMerged(), cfg,
+                      now, now)
+
+
 def test_a_sole_writer_rewrites_what_another_writer_changed(stack):
     """A sole writer sends only timestamps for hashes whose numbers it already wrote. Another
     worker may still write the view meanwhile (one joining the group before its first
     assignment, one that has just lost its partitions), from partials a cycle older; the
     sole writer must notice and write its numbers again, or the older picture stays up
     with fresh timestamps until the next whole rewrite."""
-    prefix = f"sole{uuid.uuid4().hex[:6]}:"
-    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
-                               "CCPULSE_REDIS_PREFIX": prefix})
-    client = redis_sync.Redis.from_url(stack.redis_url)
+    prefix, cfg, client = _view_setup(stack, "sole")
 
     def view_of(offered: float):
-        now = time.time()
-        return build_view({("center", "today"): acc(offered),
-                           ("queue:billing", "today"): acc(offered)}, LiveMerged(), cfg, now, now)
+        return _view_of(cfg, offered, "center", "queue:billing")
 
     async def go() -> None:
         sink, other = RedisSink(cfg), RedisSink(cfg)
@@ -187,14 +197,10 @@ def test_a_write_that_fails_before_redis_leaves_no_cache_claiming_its_numbers(st
     """The view cache is filled while a cycle packs its commands. If the cycle fails before
     Redis takes them, no entry may say the new numbers are there: the next write would send
     only timestamps and leave the old numbers up."""
-    prefix = f"fail{uuid.uuid4().hex[:6]}:"
-    cfg = config.load(environ={"CCPULSE_REDIS_URL": stack.redis_url,
-                               "CCPULSE_REDIS_PREFIX": prefix})
-    client = redis_sync.Redis.from_url(stack.redis_url)
+    prefix, cfg, client = _view_setup(stack, "fail")
 
     def view_of(offered: float):
-        now = time.time()
-        return build_view({("center", "today"): acc(offered)}, LiveMerged(), cfg, now, now)
+        return _view_of(cfg, offered, "center")
 
     async def go() -> None:
         sink = RedisSink(cfg)
