@@ -582,8 +582,7 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
 
         time.sleep(WALL_TIMEOUTS_QUIET_S + 2.5)
         extra = {"center_today": center_today(client, prefix),
-                 "others_cpu_s": others_cpu, "records_read": read, "reassigned": moved,
-                 "rebalanced": moved > 0}
+                 "others_cpu_s": others_cpu, "records_read": read, "reassigned": moved}
         if reference is not None and extra["center_today"] != reference:
             # keep what tells a trailing view from wrong counts: each shard's published
             # partial, and the view read again later
@@ -974,11 +973,16 @@ def max_by_day(samples: list[tuple[float, float, int]], events: int, days: int
     return sorted(by_day.items())
 
 
-def rss_days_text(by_day: list[tuple[int, float]]) -> str:
-    """RSS on a few days of history and its slope once the state is full."""
+def days_shown(by_day: list[tuple[int, float]]) -> tuple[dict[int, float], int, list[int]]:
+    """(value by day, the last day, the few days a report shows)."""
     days = dict(by_day)
     last = max(days, default=0)
-    shown = sorted({d for d in (1, 2, 4, STATE_FULL_DAY, 15, 22, last) if d in days})
+    return days, last, sorted({d for d in (1, 2, 4, STATE_FULL_DAY, 15, 22, last) if d in days})
+
+
+def rss_days_text(by_day: list[tuple[int, float]]) -> str:
+    """RSS on a few days of history and its slope once the state is full."""
+    days, last, shown = days_shown(by_day)
     text = "worker RSS by day of history: " + ", ".join(f"day {d} {days[d]:.0f} MiB"
                                                           for d in shown)
     fill = memory_after_fill(by_day)
@@ -991,9 +995,7 @@ def rss_days_text(by_day: list[tuple[int, float]]) -> str:
 def state_days_text(by_day: list[tuple[int, float]]) -> str:
     """The worker's state entries (`cc_state_entries`, summed) on the same days: what the
     memory holds, without the allocator's share of the RSS."""
-    days = dict(by_day)
-    last = max(days, default=0)
-    shown = sorted({d for d in (1, 2, 4, STATE_FULL_DAY, 15, 22, last) if d in days})
+    days, last, shown = days_shown(by_day)
     text = "state entries by day: " + ", ".join(f"day {d} {days[d]:,.0f}" for d in shown)
     fill = memory_after_fill(by_day)
     if fill and fill[0]:
@@ -1113,7 +1115,7 @@ def write_report(path: Path, r: dict) -> None:
                 "has started takes partitions from it (tansu has no initial rebalance delay): "
                 "both pause and re-read what was not checkpointed. That run measures group "
                 "formation, so the bench runs again; the table shows the last run.")
-        if p2.extra.get("rebalanced"):
+        if p2.extra.get("reassigned"):
             lines.append("  - **The run in the table had partitions move while consuming.**")
     if p1 and p2:
         same = p1.extra["center_today"] == p2.extra["center_today"]
@@ -1292,12 +1294,12 @@ def main() -> None:
                                      f"w{n}" + (f"r{len(attempts)}" if attempts else ""),
                                      reference=ref)
                     attempts.append(p)
-                    if not p.extra["rebalanced"] or len(attempts) == REBALANCE_ATTEMPTS:
+                    if not p.extra["reassigned"] or len(attempts) == REBALANCE_ATTEMPTS:
                         break
                     say(f"pipeline {n} worker(s): {fmt_rate(p.rate)} events/s, but partitions "
                         f"moved while consuming ({p.extra['records_read']:,} records read): "
                         "run again")
-                p.extra["attempts"] = [(a.rate, a.extra["rebalanced"]) for a in attempts]
+                p.extra["attempts"] = [(a.rate, a.extra["reassigned"] > 0) for a in attempts]
                 r["pipeline"][str(n)] = p
                 say(f"pipeline {n} worker(s): {fmt_rate(p.rate)} events/s "
                     f"({p.events:,} in {p.seconds:.1f}s; worker CPU-s "
