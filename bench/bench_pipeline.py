@@ -866,6 +866,7 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
     client = redis_sync.Redis.from_url(stack.redis_url)
     rss: list[tuple[float, float, int]] = []  # (wall s, RSS MiB, events checkpointed)
     state: list[tuple[float, float, int]] = []  # (wall s, state entries, events checkpointed)
+    heap: list[tuple[float, float, int]] = []  # (wall s, C heap in use MiB, events checkpointed)
     topic = ts.topics["interactions"]
     try:
         deadline = time.monotonic() + 60
@@ -885,6 +886,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
             h = w.get("/healthz")
             if h and h.get("state"):
                 state.append((time.monotonic() - t0, float(sum(h["state"].values())), done))
+            if h and h.get("heap"):
+                heap.append((time.monotonic() - t0, h["heap"]["in_use"] / 2**20, done))
             peak_replay = max(peak_replay, rss_mib(rp.pid) or 0.0)
             time.sleep(0.5)
         wall = time.monotonic() - t0
@@ -901,7 +904,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 "worker_cpu_s": cpu_seconds(w.pid) - cpu0, "rss": samples,
                 "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay,
                 "rss_by_day": max_by_day(rss, produced, days), "rss_samples": rss,
-                "state_by_day": max_by_day(state, produced, days)}
+                "state_by_day": max_by_day(state, produced, days),
+                "heap_by_day": max_by_day(heap, produced, days, lowest=True)}
     finally:
         client.close()
         w.stop()
@@ -960,16 +964,18 @@ def checkpointed_events(client, prefix: str, topic: str) -> int:
 STATE_FULL_DAY = 8
 
 
-def max_by_day(samples: list[tuple[float, float, int]], events: int, days: int
-               ) -> list[tuple[int, float]]:
+def max_by_day(samples: list[tuple[float, float, int]], events: int, days: int,
+               lowest: bool = False) -> list[tuple[int, float]]:
     """(day of history, highest sample (worker RSS, state entries) while that day was being
     checkpointed): a replay spreads its events evenly over the days, so checkpointed/total
-    events tells the day."""
+    events tells the day. `lowest`: the lowest sample instead (the C heap in use between
+    cycles, without their transient buffers)."""
+    pick = min if lowest else max
     by_day: dict[int, float] = {}
     for _, mib, done in samples:
         if mib > 0 and events:
             day = min(days, int(done / events * days) + 1)
-            by_day[day] = max(by_day.get(day, 0.0), mib)
+            by_day[day] = pick(by_day.get(day, mib), mib)
     return sorted(by_day.items())
 
 
@@ -1001,6 +1007,19 @@ def state_days_text(by_day: list[tuple[int, float]]) -> str:
     if fill and fill[0]:
         text += (f"; day {STATE_FULL_DAY} → {last}: {(fill[1] / fill[0] - 1) * 100:+.1f}% "
                  f"({fill[2] / fill[0] * 100:+.2f}%/day)")
+    return text
+
+
+def heap_days_text(by_day: list[tuple[int, float]]) -> str:
+    """The lowest C heap in use (`cc_worker_heap_bytes`) on the same days: live allocations
+    over 512 bytes between cycles; rising beside level state entries means something outside
+    the state holds memory, rising RSS beside a level heap means the allocator keeps it."""
+    days, last, shown = days_shown(by_day)
+    text = "C heap in use (lowest) by day: " + ", ".join(f"day {d} {days[d]:.0f} MiB"
+                                                         for d in shown)
+    fill = memory_after_fill(by_day)
+    if fill:
+        text += f"; day {STATE_FULL_DAY} → {last}: {fill[2]:+.1f} MiB/day"
     return text
 
 
@@ -1191,6 +1210,8 @@ def write_report(path: Path, r: dict) -> None:
                 lines.append(f"  - {rss_days_text(x[4])}")
             if len(x) > 5 and x[5]:
                 lines.append(f"  - {state_days_text(x[5])}")
+            if len(x) > 6 and x[6]:
+                lines.append(f"  - {heap_days_text(x[6])}")
         lines += ["", "Quartiles are of wall time; the first includes the state filling up. "
                   "The replay's RSS is also read per day of history (the highest sample while "
                   f"that day was published): the state is full from day {STATE_FULL_DAY} "
@@ -1198,7 +1219,10 @@ def write_report(path: Path, r: dict) -> None:
                   "so from then on it should stay level. The state entries (`cc_state_entries` "
                   "summed, from /healthz) are read with it: they count what the state holds, "
                   "so they tell growth of the state from the allocator's share of the RSS "
-                  "(freed memory kept by glibc and pymalloc after a cycle's peak).", ""]
+                  "(freed memory kept by glibc and pymalloc after a cycle's peak). The C heap "
+                  "in use (`cc_worker_heap_bytes`, lowest sample per day) counts the live "
+                  "allocations over 512 bytes: rising with level state entries, something "
+                  "outside the state holds it.", ""]
     if r.get("not_run"):
         lines += ["## Not run", ""] + [f"- {x}" for x in r["not_run"]] + [""]
     if r.get("profile"):
@@ -1389,11 +1413,13 @@ def main() -> None:
                     a, b = x["rss_trend"]
                     r["memory"][f"replay of {name} ({x['events']:,} events, event clock)"] = (
                         a, b, max(x["rss"]), len(x["rss"]), x["rss_by_day"],
-                        x["state_by_day"])
+                        x["state_by_day"], x["heap_by_day"])
                     say(f"  worker RSS first quartile {a:.0f} MiB → last quartile {b:.0f} MiB "
                         f"(max {max(x['rss']):.0f})")
                     say("  " + rss_days_text(x["rss_by_day"]))
                     say("  " + state_days_text(x["state_by_day"]))
+                    if x["heap_by_day"]:
+                        say("  " + heap_days_text(x["heap_by_day"]))
                 path.unlink(missing_ok=True)
         names_mem = {"1": "1 worker", "2": "2 workers"}
         for n, p in r["pipeline"].items():

@@ -18,6 +18,7 @@ import mode
 import orjson
 
 from .config import Settings
+from .memory import heap_usage
 from .pipeline import Pipeline
 
 log = logging.getLogger("ccpulse.app")
@@ -120,7 +121,7 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
                          "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok,
                          "state": {f"{kind}.{part}": n
                                    for (kind, part), n in pipeline.state_sizes().items()},
-                         "positions": pipeline.positions()})
+                         "positions": pipeline.positions(), "heap": heap_usage()})
 
     @app.page("/readyz")
     async def readyz(web, request):

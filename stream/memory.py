@@ -26,6 +26,20 @@ except OSError:  # pragma: no cover - no C library to load
     _libc = None
 
 
+class _Mallinfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (2.33+): every field a size_t."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+_mallinfo2 = getattr(_libc, "mallinfo2", None)
+if _mallinfo2 is not None:
+    _mallinfo2.argtypes = []
+    _mallinfo2.restype = _Mallinfo2
+
+
 def can_trim() -> bool:
     return _libc is not None
 
@@ -39,4 +53,18 @@ def trim_heap() -> float:
     return time.perf_counter() - t0
 
 
-__all__ = ["can_trim", "trim_heap"]
+def heap_usage() -> dict[str, int] | None:
+    """The C heap's bytes: `in_use` by live allocations (objects over 512 bytes, buffers,
+    C libraries), `free` held by the allocator but not in use; None without glibc 2.33+.
+
+    The RSS cannot tell the two apart: a live part that keeps rising is memory something
+    holds on to, a free part that does is the allocator's (`cc_worker_heap_bytes`). Python's
+    small objects live in pymalloc's own arenas and are in neither.
+    """
+    if _mallinfo2 is None:
+        return None
+    info = _mallinfo2()
+    return {"in_use": info.uordblks + info.hblkhd, "free": info.fordblks + info.fsmblks}
+
+
+__all__ = ["can_trim", "heap_usage", "trim_heap"]
