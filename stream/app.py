@@ -121,7 +121,8 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
                          "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok,
                          "state": {f"{kind}.{part}": n
                                    for (kind, part), n in pipeline.state_sizes().items()},
-                         "positions": pipeline.positions(), "heap": heap_usage()})
+                         "positions": pipeline.positions(), "heap": heap_usage(),
+                         "full_collections": pipeline.full_collections})
 
     @app.page("/readyz")
     async def readyz(web, request):

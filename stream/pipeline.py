@@ -31,7 +31,8 @@ from .kpi.engine import Engine
 from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_window_partials,
                          merge, queue_interval_partials, queue_window_partials)
 from .kpi.windows import INTERVAL
-from .memory import trim_heap
+from .fetch_buffers import free_dropped_fetches
+from .memory import heap_usage, trim_heap
 from .sinks.prometheus_sink import Metrics
 from .sinks.redis_sink import AgentParts, AgentView, RedisSink, StagedSave
 from .view import LiveMerged, View, build_view, scope_kpis
@@ -178,7 +179,11 @@ BACKLOG_GAP_MAX_S = 1.0  # with a backlog, at most this much consuming between t
 # is behind is not fresh anyway, and cycles take at most a quarter of it
 BACKLOG_GAP_PER_CYCLE = 3.0
 BACKLOG_GAP_TICKS = 2
-GC_FULL_EVERY_S = 600.0  # a full garbage collection at most this often (see _collect_garbage)
+GC_FULL_EVERY_S = 600.0  # a full garbage collection at least this often (see _collect_garbage)
+# ... and sooner once the C heap in use has grown this much since the last one (garbage
+# cycles frozen while alive), but not more often than GC_HEAP_MIN_GAP_S
+GC_HEAP_GROWTH = 128 * 1024 * 1024
+GC_HEAP_MIN_GAP_S = 60.0
 TRIM_EVERY_S = 10.0  # free heap pages returned to the OS at most this often (stream/memory.py)
 
 SHARD_PREFIX = {"interactions": "i", "surveys": "i", "agents": "a", "customers": "c"}
@@ -238,6 +243,7 @@ class Pipeline:
         self.lock = asyncio.Lock()
         self.cycle_lock = asyncio.Lock()
         self.cycle_count = 0
+        self.full_collections = 0  # full garbage collections (_collect_garbage), on /healthz
         self.events_seen = 0
         self.last_publish_ok: float | None = None
         self.redis_ok = True
@@ -265,6 +271,7 @@ class Pipeline:
         self._fed_at: dict[str, float] = {}  # shard -> monotonic time it last got records
         self._paused: set[str] = set()  # shards paused for reading ahead (`_align_reading`)
         self._gc_full_at = self._trim_at = time.monotonic()
+        self._gc_heap_base = self._heap_in_use()
         self._members_n = 0
         self._lap_at: float | None = None  # set while a publish cycle runs (see _lap)
 
@@ -300,6 +307,7 @@ class Pipeline:
                               "(surveys are joined to interactions by key, per partition)")
 
     async def start(self) -> None:
+        free_dropped_fetches()
         await self.ensure_topics()
         self.producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=5,
                                          **self.kafka_kwargs())
@@ -750,18 +758,31 @@ class Pipeline:
         ingest time), pausing consuming and publishing at random. After each cycle the heap
         is frozen (O(1): survivors leave the collector's generations; refcounting still frees
         them), and every GC_FULL_EVERY_S it is unfrozen and collected once, so reference
-        cycles among frozen objects cannot accumulate. Every TRIM_EVERY_S the free pages
-        inside the C heap go back to the OS (`memory.trim_heap`: a few ms).
+        cycles among frozen objects cannot accumulate. That collection comes sooner when the C
+        heap in use has grown by GC_HEAP_GROWTH since the last one: an object frozen while
+        alive that dies in a cycle stays until then, whatever it holds (dropped Kafka fetches
+        did, `fetch_buffers`). Every TRIM_EVERY_S the free pages inside the C heap go back to
+        the OS (`memory.trim_heap`: a few ms).
         """
         now = time.monotonic()
-        if now - self._gc_full_at >= GC_FULL_EVERY_S:
+        since = now - self._gc_full_at
+        if since >= GC_FULL_EVERY_S or (
+                since >= GC_HEAP_MIN_GAP_S
+                and self._heap_in_use() - self._gc_heap_base >= GC_HEAP_GROWTH):
             gc.unfreeze()
             gc.collect()
             self._gc_full_at = now
+            self.full_collections += 1
+            self._gc_heap_base = self._heap_in_use()
         gc.freeze()
         if now - self._trim_at >= TRIM_EVERY_S:
             trim_heap()  # inside the cycle: cc_publish_cycle_seconds includes it
             self._trim_at = now
+
+    @staticmethod
+    def _heap_in_use() -> int:
+        heap = heap_usage()
+        return heap["in_use"] if heap else 0
 
     async def _flush_dead_letters(self) -> bool:
         """Send the dead letters of every record consumed so far, before a checkpoint that

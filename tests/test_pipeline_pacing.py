@@ -146,6 +146,42 @@ def test_heap_usage_follows_live_allocations_and_is_exported():
     assert list(HeapCollector(lambda: None).collect()) == []  # no glibc: no series
 
 
+def test_a_full_collection_comes_early_when_the_heap_grows(monkeypatch):
+    """The heap is frozen after every cycle; garbage cycles frozen while alive wait for the
+    full collection. It runs every GC_FULL_EVERY_S, or once the C heap in use has grown by
+    GC_HEAP_GROWTH, but never twice within GC_HEAP_MIN_GAP_S."""
+    import gc
+
+    import stream.pipeline as pl
+
+    clock, heap, collected = [1000.0], [100 * 2**20], []
+    monkeypatch.setattr(pl.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pl, "heap_usage", lambda: {"in_use": heap[0], "free": 0})
+    monkeypatch.setattr(pl.gc, "collect", lambda *a: collected.append(clock[0]) or 0)
+    monkeypatch.setattr(pl, "trim_heap", lambda: 0.0)
+    p = _pipeline()
+    try:
+        heap[0] += pl.GC_HEAP_GROWTH - 1  # not grown enough
+        clock[0] += pl.GC_HEAP_MIN_GAP_S + 1
+        p._collect_garbage()
+        assert collected == []
+        heap[0] += 1  # grown by GC_HEAP_GROWTH: collect now
+        p._collect_garbage()
+        assert collected == [clock[0]] and p.full_collections == 1
+        heap[0] += 2 * pl.GC_HEAP_GROWTH  # grown again, but too soon after the last one
+        clock[0] += pl.GC_HEAP_MIN_GAP_S - 1
+        p._collect_garbage()
+        assert len(collected) == 1
+        clock[0] += 2
+        p._collect_garbage()
+        assert len(collected) == 2
+        clock[0] += pl.GC_FULL_EVERY_S  # the heap level: collected on time anyway
+        p._collect_garbage()
+        assert len(collected) == 3 and p.full_collections == 3
+    finally:
+        gc.unfreeze()
+
+
 def _order_of_a_cycle(p: Pipeline, others: list[str], full: bool = False,
                       taken: dict[str, set] | None = None) -> list[str]:
     """The sink calls of one `_publish`, in order (Redis stubbed)."""
