@@ -880,6 +880,7 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
         rp = Proc([sys.executable, "-m", "stream.cli", "replay", str(csv_path), "--wait",
                    str(int(wait_s))], env, out_path)
         peak_replay = 0.0
+        collections = 0  # full garbage collections of the worker (/healthz)
         while rp.alive():
             done = checkpointed_events(client, prefix, topic)
             rss.append((time.monotonic() - t0, rss_mib(w.pid) or 0.0, done))
@@ -888,6 +889,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 state.append((time.monotonic() - t0, float(sum(h["state"].values())), done))
             if h and h.get("heap"):
                 heap.append((time.monotonic() - t0, h["heap"]["in_use"] / 2**20, done))
+            if h:
+                collections = h.get("full_collections", collections)
             peak_replay = max(peak_replay, rss_mib(rp.pid) or 0.0)
             time.sleep(0.5)
         wall = time.monotonic() - t0
@@ -905,7 +908,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay,
                 "rss_by_day": max_by_day(rss, produced, days), "rss_samples": rss,
                 "state_by_day": max_by_day(state, produced, days),
-                "heap_by_day": max_by_day(heap, produced, days, lowest=True)}
+                "heap_by_day": max_by_day(heap, produced, days, lowest=True),
+                "full_collections": collections}
     finally:
         client.close()
         w.stop()
@@ -1419,7 +1423,8 @@ def main() -> None:
                     say("  " + rss_days_text(x["rss_by_day"]))
                     say("  " + state_days_text(x["state_by_day"]))
                     if x["heap_by_day"]:
-                        say("  " + heap_days_text(x["heap_by_day"]))
+                        say("  " + heap_days_text(x["heap_by_day"])
+                            + f"; full garbage collections {x['full_collections']}")
                 path.unlink(missing_ok=True)
         names_mem = {"1": "1 worker", "2": "2 workers"}
         for n, p in r["pipeline"].items():

@@ -18,7 +18,6 @@ import mode
 import orjson
 
 from .config import Settings
-from .memory import heap_usage
 from .pipeline import Pipeline
 
 log = logging.getLogger("ccpulse.app")
@@ -121,7 +120,7 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
                          "cycles": pipeline.cycle_count, "redis": pipeline.redis_ok,
                          "state": {f"{kind}.{part}": n
                                    for (kind, part), n in pipeline.state_sizes().items()},
-                         "positions": pipeline.positions(), "heap": heap_usage(),
+                         "positions": pipeline.positions(), "heap": pipeline.heap,
                          "full_collections": pipeline.full_collections})
 
     @app.page("/readyz")

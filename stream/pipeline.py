@@ -229,7 +229,8 @@ class Pipeline:
         self.engine = Engine(cfg, scorer)
         self.staffing = staffing
         self.sink = RedisSink(cfg)
-        self.metrics = Metrics(lambda: self.view, self.lag, self.state_sizes)
+        self.metrics = Metrics(lambda: self.view, self.lag, self.state_sizes,
+                               lambda: self.heap)
         self.kinds = {cfg.topic_interactions: "interactions", cfg.topic_agents: "agents",
                       cfg.topic_surveys: "surveys", cfg.topic_customers: "customers"}
         self.consumer: AIOKafkaConsumer | None = None
@@ -271,7 +272,9 @@ class Pipeline:
         self._fed_at: dict[str, float] = {}  # shard -> monotonic time it last got records
         self._paused: set[str] = set()  # shards paused for reading ahead (`_align_reading`)
         self._gc_full_at = self._trim_at = time.monotonic()
-        self._gc_heap_base = self._heap_in_use()
+        # C heap bytes (memory.heap_usage), read every TRIM_EVERY_S: /metrics, /healthz
+        self.heap: dict[str, int] | None = heap_usage()
+        self._gc_heap_base = self.heap["in_use"] if self.heap else 0
         self._members_n = 0
         self._lap_at: float | None = None  # set while a publish cycle runs (see _lap)
 
@@ -759,30 +762,29 @@ class Pipeline:
         is frozen (O(1): survivors leave the collector's generations; refcounting still frees
         them), and every GC_FULL_EVERY_S it is unfrozen and collected once, so reference
         cycles among frozen objects cannot accumulate. That collection comes sooner when the C
-        heap in use has grown by GC_HEAP_GROWTH since the last one: an object frozen while
-        alive that dies in a cycle stays until then, whatever it holds (dropped Kafka fetches
-        did, `fetch_buffers`). Every TRIM_EVERY_S the free pages inside the C heap go back to
-        the OS (`memory.trim_heap`: a few ms).
+        heap in use (read every TRIM_EVERY_S) has grown by GC_HEAP_GROWTH since the last one:
+        an object frozen while alive that dies in a cycle stays until then, whatever it holds
+        (dropped Kafka fetches did, `fetch_buffers`). Every TRIM_EVERY_S the free pages inside
+        the C heap go back to the OS (`memory.trim_heap`: a few ms).
         """
         now = time.monotonic()
+        trim = now - self._trim_at >= TRIM_EVERY_S
+        if trim:  # glibc's mallinfo2 walks the free lists (ms on a fragmented heap): not per cycle
+            self.heap = heap_usage()
         since = now - self._gc_full_at
         if since >= GC_FULL_EVERY_S or (
-                since >= GC_HEAP_MIN_GAP_S
-                and self._heap_in_use() - self._gc_heap_base >= GC_HEAP_GROWTH):
+                since >= GC_HEAP_MIN_GAP_S and self.heap is not None
+                and self.heap["in_use"] - self._gc_heap_base >= GC_HEAP_GROWTH):
             gc.unfreeze()
             gc.collect()
             self._gc_full_at = now
             self.full_collections += 1
-            self._gc_heap_base = self._heap_in_use()
+            self.heap = heap_usage()
+            self._gc_heap_base = self.heap["in_use"] if self.heap else 0
         gc.freeze()
-        if now - self._trim_at >= TRIM_EVERY_S:
+        if trim:
             trim_heap()  # inside the cycle: cc_publish_cycle_seconds includes it
             self._trim_at = now
-
-    @staticmethod
-    def _heap_in_use() -> int:
-        heap = heap_usage()
-        return heap["in_use"] if heap else 0
 
     async def _flush_dead_letters(self) -> bool:
         """Send the dead letters of every record consumed so far, before a checkpoint that

@@ -148,15 +148,21 @@ def test_heap_usage_follows_live_allocations_and_is_exported():
 
 def test_a_full_collection_comes_early_when_the_heap_grows(monkeypatch):
     """The heap is frozen after every cycle; garbage cycles frozen while alive wait for the
-    full collection. It runs every GC_FULL_EVERY_S, or once the C heap in use has grown by
-    GC_HEAP_GROWTH, but never twice within GC_HEAP_MIN_GAP_S."""
+    full collection. It runs every GC_FULL_EVERY_S, or once the C heap in use (read every
+    TRIM_EVERY_S, not per cycle) has grown by GC_HEAP_GROWTH, never twice within
+    GC_HEAP_MIN_GAP_S."""
     import gc
 
     import stream.pipeline as pl
 
-    clock, heap, collected = [1000.0], [100 * 2**20], []
+    clock, heap, collected, reads = [1000.0], [100 * 2**20], [], []
+
+    def usage():
+        reads.append(clock[0])
+        return {"in_use": heap[0], "free": 0}
+
     monkeypatch.setattr(pl.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(pl, "heap_usage", lambda: {"in_use": heap[0], "free": 0})
+    monkeypatch.setattr(pl, "heap_usage", usage)
     monkeypatch.setattr(pl.gc, "collect", lambda *a: collected.append(clock[0]) or 0)
     monkeypatch.setattr(pl, "trim_heap", lambda: 0.0)
     p = _pipeline()
@@ -164,8 +170,13 @@ def test_a_full_collection_comes_early_when_the_heap_grows(monkeypatch):
         heap[0] += pl.GC_HEAP_GROWTH - 1  # not grown enough
         clock[0] += pl.GC_HEAP_MIN_GAP_S + 1
         p._collect_garbage()
-        assert collected == []
-        heap[0] += 1  # grown by GC_HEAP_GROWTH: collect now
+        assert collected == [] and p.heap["in_use"] == heap[0]
+        heap[0] += 1  # grown by GC_HEAP_GROWTH, but the reading is the last one
+        clock[0] += 1
+        n = len(reads)
+        p._collect_garbage()
+        assert collected == [] and len(reads) == n  # no mallinfo2 per cycle
+        clock[0] += pl.TRIM_EVERY_S  # read again: collect now
         p._collect_garbage()
         assert collected == [clock[0]] and p.full_collections == 1
         heap[0] += 2 * pl.GC_HEAP_GROWTH  # grown again, but too soon after the last one
