@@ -906,9 +906,9 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 "read_and_produce_s": produce_s, "rows_rejected": rejected,
                 "worker_cpu_s": cpu_seconds(w.pid) - cpu0, "rss": samples,
                 "rss_trend": quartile_trend(samples), "replay_peak_rss_mib": peak_replay,
-                "rss_by_day": max_by_day(rss, produced, days), "rss_samples": rss,
-                "state_by_day": max_by_day(state, produced, days),
-                "heap_by_day": max_by_day(heap, produced, days, lowest=True),
+                "rss_by_day": per_day(rss, produced, days), "rss_samples": rss,
+                "state_by_day": per_day(state, produced, days),
+                "heap_by_day": per_day(heap, produced, days, pick=min),
                 "full_collections": collections}
     finally:
         client.close()
@@ -968,13 +968,12 @@ def checkpointed_events(client, prefix: str, topic: str) -> int:
 STATE_FULL_DAY = 8
 
 
-def max_by_day(samples: list[tuple[float, float, int]], events: int, days: int,
-               lowest: bool = False) -> list[tuple[int, float]]:
-    """(day of history, highest sample (worker RSS, state entries) while that day was being
-    checkpointed): a replay spreads its events evenly over the days, so checkpointed/total
-    events tells the day. `lowest`: the lowest sample instead (the C heap in use between
-    cycles, without their transient buffers)."""
-    pick = min if lowest else max
+def per_day(samples: list[tuple[float, float, int]], events: int, days: int,
+            pick=max) -> list[tuple[int, float]]:
+    """(day of history, the highest sample (worker RSS, state entries) while that day was
+    being checkpointed): a replay spreads its events evenly over the days, so
+    checkpointed/total events tells the day. `pick=min`: the lowest instead (the C heap in
+    use between cycles, without their transient buffers)."""
     by_day: dict[int, float] = {}
     for _, mib, done in samples:
         if mib > 0 and events:
