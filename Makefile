@@ -1,25 +1,30 @@
 # The two commands of README.md: `make demo` runs everything on the embedded default,
 # `make test` runs the test suite. Both install what they need first.
 PY := .venv/bin/python
-.PHONY: install demo test bench chaos clean
+.PHONY: install compiled demo test bench chaos clean
 
 .venv/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 
 install: .venv/.installed
 
-demo: install
+# the compiled hot modules, rebuilt when a source changed since (a no-op otherwise)
+compiled: install
+	$(PY) scripts/build_compiled.py || echo "WARNING: compiling the hot modules failed; they run from source" >&2
+
+demo: compiled
 	$(PY) -m stream.cli demo
 
-test: install
+test: compiled
 	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: install
+bench: compiled
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_staffing.py
 
-chaos: install
+chaos: compiled
 	CCPULSE_CHAOS_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_chaos.py
 
 clean:
-	rm -rf .venv .pytest_cache .hypothesis
+	-$(PY) scripts/build_compiled.py --clean
+	rm -rf .venv .pytest_cache .hypothesis build

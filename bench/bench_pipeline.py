@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import csv
 import itertools
+import importlib.util
 import json
 import math
 import os
@@ -163,6 +164,21 @@ class TopicSet:
         env.update(WORKER_ENV)
         env.update({k: str(v) for k, v in extra.items()})
         return env
+
+
+SOURCE_RUN = "1 worker, from source (CCPULSE_PURE_PYTHON=1)"
+
+
+def compiled_text() -> str:
+    """Whether the workers run the hot modules compiled (scripts/build_compiled.py)."""
+    spec = importlib.util.spec_from_file_location("build_compiled",
+                                                  ROOT / "scripts" / "build_compiled.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)  # type: ignore[union-attr]
+    if build.current():
+        return (f"the workers run {len(build.HOT)} hot modules compiled with Cython "
+                "(`scripts/build_compiled.py`), except where a run says from source")
+    return "**the hot modules are not compiled** (run `make install`): every run is from source"
 
 
 CHILDREN: list["Proc"] = []
@@ -597,12 +613,13 @@ def pipeline_run(stack, ts: TopicSet, ends: dict, total: int, workers: int, work
 
 
 def py_spy_profile(stack, ts: TopicSet, work: Path, seconds: float = 20) -> str | None:
-    """A py-spy top-of-stack summary of one worker consuming the data set (if py-spy exists)."""
+    """A py-spy top-of-stack summary of one worker consuming the data set (if py-spy exists),
+    running from source: py-spy sees no Python frames inside compiled functions."""
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         return None
     tag = uuid.uuid4().hex[:6]
-    env = ts.worker_env(stack, f"bench-spy-{tag}", f"benchspy{tag}:")
+    env = ts.worker_env(stack, f"bench-spy-{tag}", f"benchspy{tag}:", CCPULSE_PURE_PYTHON="1")
     w = Worker(env, work / "worker-spy.log")
     try:
         deadline = time.monotonic() + 60
@@ -1117,6 +1134,11 @@ def write_report(path: Path, r: dict) -> None:
                          f"{fmt_rate(p.rate)} | {ratio(p.rate, faust)} | {ratio(p.rate, raw)} | "
                          f"{' + '.join(f'{x:.1f}' for x in p.cpu_s)} |")
     lines.append("")
+    lines.append(f"- Code: {r['machine'].get('compiled', '?')}.")
+    src = r["pipeline"].get(SOURCE_RUN)
+    if p1 and src:
+        lines.append(f"  - One worker compiled ÷ the same from source: {p1.rate / src.rate:.2f}× "
+                     f"(worker CPU-s {p1.cpu_s[0]:.1f} vs {src.cpu_s[0]:.1f}).")
     if p1 and faust:
         lines.append(f"- Target one worker ≥ 0.8 × bare Faust agent: {p1.rate / faust:.2f}× — "
                      f"{verdict(p1.rate >= 0.8 * faust)}.")
@@ -1229,7 +1251,10 @@ def write_report(path: Path, r: dict) -> None:
     if r.get("not_run"):
         lines += ["## Not run", ""] + [f"- {x}" for x in r["not_run"]] + [""]
     if r.get("profile"):
-        lines += ["## Worker profile (py-spy, one worker on the data set)", "", "```",
+        lines += ["## Worker profile (py-spy, one worker on the data set)", "",
+                  "From source (CCPULSE_PURE_PYTHON=1): py-spy sees no Python frames inside "
+                  "compiled functions, so this shows where the time goes in the code as "
+                  "written; compiled, each part costs less.", "", "```",
                   r["profile"], "```", ""]
     path.write_text("\n".join(lines))
 
@@ -1287,7 +1312,9 @@ def main() -> None:
     r: dict = {"machine": machine_info(), "argv": "".join(f" {a}" for a in sys.argv[1:]),
                "ceilings": {}, "pipeline": {}, "not_run": []}
     m = r["machine"]
+    m["compiled"] = compiled_text()
     say(f"machine: {m['cpus']} CPUs, {m['model']}, Python {m['python']}; logs in {work}")
+    say(f"code: {m['compiled']}")
     stack = embedded.start_stack(PARTITIONS, work)
     try:
         t = time.perf_counter()
@@ -1345,6 +1372,12 @@ def main() -> None:
             r["pipeline"]["1 worker, per_agent_kpis=false"] = p
             say(f"pipeline 1 worker, per_agent_kpis=false: {fmt_rate(p.rate)} events/s "
                 f"({p.events:,} in {p.seconds:.1f}s; worker CPU-s {p.cpu_s[0]:.1f})")
+            p = pipeline_run(stack, ts, ends, total, 1, work, "w1src", CCPULSE_PURE_PYTHON="1")
+            r["pipeline"][SOURCE_RUN] = p
+            say(f"pipeline {SOURCE_RUN}: {fmt_rate(p.rate)} events/s "
+                f"({p.events:,} in {p.seconds:.1f}s; worker CPU-s {p.cpu_s[0]:.1f})")
+            if "1" in r["pipeline"]:
+                say(f"  compiled / from source: {r['pipeline']['1'].rate / p.rate:.2f}×")
             if "1" in r["pipeline"] and "2" in r["pipeline"]:
                 say(f"  two workers / one: "
                     f"{r['pipeline']['2'].rate / r['pipeline']['1'].rate:.2f}×")

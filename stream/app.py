@@ -17,6 +17,7 @@ import faust
 import mode
 import orjson
 
+from ._compiled import compiled_modules
 from .config import Settings
 from .pipeline import Pipeline
 
@@ -121,7 +122,8 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
                          "state": {f"{kind}.{part}": n
                                    for (kind, part), n in pipeline.state_sizes().items()},
                          "positions": pipeline.positions(), "heap": pipeline.heap,
-                         "full_collections": pipeline.full_collections})
+                         "full_collections": pipeline.full_collections,
+                         "compiled": compiled_modules()})
 
     @app.page("/readyz")
     async def readyz(web, request):

@@ -226,7 +226,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for name, value in sorted(environ.items()):
         if not name.startswith("CCPULSE_") or name in ("CCPULSE_CONFIG", "CCPULSE_TANSU",
                                                       "CCPULSE_REDIS_SERVER", "CCPULSE_CHAOS_FULL",
-                                                      "CCPULSE_SENTIMENT_PLUGIN"):
+                                                      "CCPULSE_SENTIMENT_PLUGIN",
+                                                      "CCPULSE_PURE_PYTHON"):
             continue
         key = name[len("CCPULSE_"):].lower()
         if key.endswith("_file"):

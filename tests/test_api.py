@@ -6,6 +6,7 @@ the live staffing of a queue fed a known steady load (Erlang C computed independ
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.error
@@ -137,6 +138,9 @@ def test_readyz_is_503_until_partitions_are_restored(stack, unique, worker_facto
         status, _, health = call(worker.url("/healthz"))
         assert status == 200 and health["status"] == "ok", health
         assert {"events", "cycles", "redis"} <= set(health)
+        # a worker says whether it runs the hot modules compiled (`make install` builds them)
+        if os.environ.get("CCPULSE_PURE_PYTHON", "") in ("", "0"):
+            assert {"stream.pipeline", "stream.kpi.engine"} <= set(health["compiled"]), health
         # give the consumer time to join the group and get its partitions: still not ready
         time.sleep(3)
         for _ in range(3):

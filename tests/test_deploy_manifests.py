@@ -223,6 +223,8 @@ def test_dockerfile():
     assert froms and all(f == "python:3.11-slim" for f in froms)
     runs = " ".join(rest for word, rest in ins if word == "RUN")
     assert "pip install ." in runs
+    # the image runs the hot modules compiled, built from its own sources (not the host's)
+    assert "python scripts/build_compiled.py --target" in runs
     users = [rest for word, rest in ins if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     exposed = {p for word, rest in ins if word == "EXPOSE" for p in rest.split()}
@@ -244,7 +246,7 @@ def test_dockerfile():
 def test_dockerignore_keeps_the_context_small_and_secret_free():
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
-    assert {".git", ".venv", "tests", ".env"} <= ignored
+    assert {".git", ".venv", "tests", ".env", "**/*.so", "stream/_compiled.json"} <= ignored
     assert not {"stream", "pyproject.toml", "README.md"} & ignored
 
 
