@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# this process imports the package from source, quietly: its compiled modules may be the
+# out-of-date ones it is about to rebuild
+os.environ["CCPULSE_PURE_PYTHON"] = "1"
 
 from stream._compiled import MANIFEST, PACKAGE, digest, module_name  # noqa: E402
 
@@ -65,21 +68,34 @@ def clean() -> None:
     shutil.rmtree(BUILD, ignore_errors=True)
 
 
-def build() -> None:
+def build(force: bool = False) -> None:
     from Cython.Build import cythonize
     from setuptools import setup
 
-    os.chdir(ROOT)  # build_ext --inplace places modules relative to the working directory
+    os.chdir(ROOT)  # module paths (and names) are relative to the repository
     MANIFEST.unlink(missing_ok=True)  # written again once every module has built
     digests = wanted()  # of the sources as they are compiled
     modules = cythonize(
-        [str(ROOT / src) for src in HOT], build_dir=str(BUILD / "c"), nthreads=2, quiet=True,
+        HOT, build_dir=str(BUILD / "c"), nthreads=2, quiet=True, force=force,
         compiler_directives={"language_level": 3, "binding": True,
                              "annotation_typing": False})
+    for ext in modules:  # warnings of Cython's generated code, not of ours
+        ext.extra_compile_args += ["-Wno-unused-function", "-Wno-maybe-uninitialized",
+                                   "-Wno-array-bounds"]
     setup(name="ccpulse-compiled", ext_modules=modules,
-          script_args=["-q", "build_ext", "--inplace", "-j", "2",
-                       "--build-temp", str(BUILD / "temp"), "--build-lib", str(BUILD / "lib")])
+          script_args=["-q", "build_ext", "-j", "2", "--build-temp", str(BUILD / "temp"),
+                       "--build-lib", str(BUILD / "lib"), *(["--force"] if force else [])])
+    for src in HOT:
+        place(BUILD / "lib" / extension(src).relative_to(ROOT), extension(src))
     MANIFEST.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+
+
+def place(built: Path, dest: Path) -> None:
+    """Copy to a new file and rename it over the old one: a running worker keeps the
+    module it mapped (writing into that file in place could crash it)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copy2(built, tmp)
+    os.replace(tmp, dest)
 
 
 def copy_into(target: Path) -> None:
@@ -87,7 +103,7 @@ def copy_into(target: Path) -> None:
     for src in HOT:
         rel = extension(src).relative_to(PACKAGE)
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(extension(src), target / rel)
+        place(extension(src), target / rel)
     shutil.copy2(MANIFEST, target / MANIFEST.name)
 
 
@@ -102,8 +118,9 @@ def main() -> int:
         return 0
     if args.force or not current():
         t = time.monotonic()
-        build()
-        print(f"compiled {len(HOT)} modules with Cython in {time.monotonic() - t:.0f} s")
+        build(force=args.force)
+        print(f"{len(HOT)} compiled modules up to date (Cython rebuilt the changed ones) in "
+              f"{time.monotonic() - t:.0f} s")
     if args.target:
         copy_into(args.target)
     return 0

@@ -94,8 +94,6 @@ def derive(contacts: dict[str, Contact], now: float, horizon: float) -> tuple[li
 class CustomerShard(BucketStore):
     """State of one `cc.customers` partition."""
 
-    wide_facts = True  # TTR facts count a histogram slot
-
     def __init__(self, retention_s: float, minute_retention_s: float, horizon_s: float,
                  name: str = "") -> None:
         super().__init__(retention_s, minute_retention_s)
