@@ -23,7 +23,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 RUN pip install .
-# The per-event modules compiled with Cython into the installed package (a fifth more
+# The per-event modules compiled with Cython into the installed package (a tenth more
 # events/s; scripts/build_compiled.py). Cython stays in this stage.
 COPY scripts/build_compiled.py ./scripts/
 RUN pip install "cython>=3.0" "setuptools>=68" \

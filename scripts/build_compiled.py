@@ -2,8 +2,8 @@
 
 Faust's own per-event cost is fixed; what remains is ours: decoding, the KPI engine, the
 checkpoint and the publish cycle, all plain Python. Compiled as they are — Cython with
-`annotation_typing=False`, so Python semantics, no rewrite — the worker does about a fifth
-more events per second (docs/BENCHMARKS.md). The sources stay the product: the extension
+`annotation_typing=False`, so Python semantics, no rewrite — the engine spends 14 % less
+CPU per event and one worker does about a tenth more events per second (docs/BENCHMARKS.md). The sources stay the product: the extension
 modules sit beside them, `stream/_compiled.py` ignores any that no longer match their source,
 and everything runs from source when the build is missing or CCPULSE_PURE_PYTHON=1.
 

@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,compile]'
-# the per-event modules as C extensions (Cython + the C compiler): a fifth more events/s;
+# the per-event modules as C extensions (Cython + the C compiler): a tenth more events/s;
 # without them everything runs from source, and the tests say so
 .venv/bin/python scripts/build_compiled.py || echo "WARNING: compiling the hot modules failed; they run from source" >&2
 touch .venv/.installed

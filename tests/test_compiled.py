@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("CCPULSE_PURE_PYTHON", "") not in ("", "0")
+STALE = "compiled modules missing or stale: run `make compiled` (scripts/build_compiled.py)"
 
 
 def build_script():
@@ -44,10 +45,10 @@ def loaded_from(names: list[str], cwd: Path, pure: bool = False) -> dict[str, st
 
 @pytest.mark.skipif(PURE, reason="CCPULSE_PURE_PYTHON=1 runs everything from source")
 def test_the_hot_modules_run_compiled_and_current():
-    """`make install` builds them; a missing or stale build would cost a fifth of the
+    """`make install` builds them; a missing or stale build would cost a tenth of the
     worker's events/s without a word, so it fails here instead."""
     build = build_script()
-    assert build.current(), "compiled modules missing or stale: run `make install`"
+    assert build.current(), STALE
     names = sorted(build.wanted())
     files = loaded_from(names, ROOT)
     assert all(not f.endswith(".py") for f in files.values()), files
@@ -58,7 +59,7 @@ def test_an_edited_module_runs_from_its_source(tmp_path):
     CCPULSE_PURE_PYTHON=1 ignores them all."""
     build = build_script()
     if not build.current():
-        pytest.fail("compiled modules missing or stale: run `make install`")
+        pytest.fail(STALE)
     shutil.copytree(ROOT / "stream", tmp_path / "stream")
     edited = tmp_path / "stream" / "kpi" / "windows.py"
     edited.write_text(edited.read_text() + "\nEDITED = True\n")
