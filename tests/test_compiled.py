@@ -54,6 +54,15 @@ def test_the_hot_modules_run_compiled_and_current():
     assert all(not f.endswith(".py") for f in files.values()), files
 
 
+def test_loading_the_build_script_changes_nothing_in_the_caller():
+    """The bench and these tests load it: it once set CCPULSE_PURE_PYTHON in the caller, and
+    every worker started afterwards ran from source without a word."""
+    env, finders = dict(os.environ), list(sys.meta_path)
+    build_script()
+    assert dict(os.environ) == env
+    assert sys.meta_path == finders
+
+
 def test_an_edited_module_runs_from_its_source(tmp_path):
     """A compiled module whose source changed after the build is not used, the others are;
     CCPULSE_PURE_PYTHON=1 ignores them all."""
