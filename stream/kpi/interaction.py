@@ -220,7 +220,7 @@ def derive(events: list[Ev], now: float, p: Params) -> Derived:
     out = Derived(status=status)
     legs: list[Leg] = out.legs
     cur: Leg | None = None
-    scores: list[tuple[float, float]] = []
+    scores: list[tuple[float, str, float]] = []  # (ts, event_id, score)
     surveys: list[Ev] = []
 
     n = len(keyed)
