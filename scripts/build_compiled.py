@@ -1,11 +1,12 @@
 """Compile the modules on ccpulse's per-event path with Cython (`make install` runs this).
 
 Faust's own per-event cost is fixed; what remains is ours: decoding, the KPI engine, the
-checkpoint and the publish cycle, all plain Python (the asyncio modules stay so: see HOT). Compiled as they are — Cython with
-`annotation_typing=False`, so Python semantics, no rewrite — the engine spends 14 % less
-CPU per event and one worker does about a tenth more events per second (docs/BENCHMARKS.md). The sources stay the product: the extension
-modules sit beside them, `stream/_compiled.py` ignores any that no longer match their source,
-and everything runs from source when the build is missing or CCPULSE_PURE_PYTHON=1.
+checkpoint and the publish cycle, all plain Python (the asyncio modules stay so: see HOT).
+Compiled as they are — Cython with `annotation_typing=False`, so Python semantics, no
+rewrite — the engine spends 14 % less CPU per event and one worker does about a tenth more
+events per second (docs/BENCHMARKS.md). The sources stay the product: the extension modules
+sit beside them, `stream/_compiled.py` ignores any that no longer match their source, and
+everything runs from source when the build is missing or CCPULSE_PURE_PYTHON=1.
 
     python scripts/build_compiled.py            # build beside the sources (skipped if current)
     python scripts/build_compiled.py --target DIR   # also copy into an installed package

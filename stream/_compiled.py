@@ -30,6 +30,11 @@ MANIFEST = PACKAGE / "_compiled.json"
 PURE_ENV = "CCPULSE_PURE_PYTHON"
 
 
+def pure_requested() -> bool:
+    """CCPULSE_PURE_PYTHON set (and not 0): every module from source."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -55,7 +60,7 @@ def stale_modules() -> dict[str, Path]:
     """The extension modules that must not be used: all with CCPULSE_PURE_PYTHON=1, else
     those missing from the manifest or built from another version of their source."""
     built = extension_modules()
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+    if pure_requested():
         return built
     try:
         manifest = json.loads(MANIFEST.read_text())
@@ -83,9 +88,9 @@ def install_guard() -> dict[str, Path]:
     stale = stale_modules()
     if stale:
         sys.meta_path.insert(0, SourceFirst(stale))
-        if os.environ.get(PURE_ENV, "") in ("", "0"):
+        if not pure_requested():
             logging.getLogger(__name__).warning(
-                "compiled modules older than their sources, run from source instead: %s "
+                "compiled modules that do not match their sources, run from source: %s "
                 "(`make install` rebuilds them)", ", ".join(sorted(stale)))
     return stale
 

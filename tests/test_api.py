@@ -6,7 +6,6 @@ the live staffing of a queue fed a known steady load (Erlang C computed independ
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import urllib.error
@@ -19,6 +18,7 @@ import pytest
 import redis as redis_sync
 
 from conftest import Topics, WorkerProc, decoded, produce, scrape, wait_for
+from stream._compiled import pure_requested
 from stream import embedded
 from stream.kpi.erlang import QueueLoad, Targets, positions_for, required_agents
 from stream.kpi.windows import iso_utc
@@ -139,7 +139,7 @@ def test_readyz_is_503_until_partitions_are_restored(stack, unique, worker_facto
         assert status == 200 and health["status"] == "ok", health
         assert {"events", "cycles", "redis"} <= set(health)
         # a worker says whether it runs the hot modules compiled (`make install` builds them)
-        if os.environ.get("CCPULSE_PURE_PYTHON", "") in ("", "0"):
+        if not pure_requested():
             assert {"stream.kpi.engine", "stream.checkpoint"} <= set(health["compiled"]), health
         # give the consumer time to join the group and get its partitions: still not ready
         time.sleep(3)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from stream._compiled import pure_requested
+
 ROOT = Path(__file__).resolve().parent.parent
-PURE = os.environ.get("CCPULSE_PURE_PYTHON", "") not in ("", "0")
+PURE = pure_requested()
 STALE = "compiled modules missing or stale: run `make compiled` (scripts/build_compiled.py)"
 
 

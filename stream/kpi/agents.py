@@ -16,7 +16,7 @@ from typing import Iterable
 from . import buckets as b
 from .shard import DeadLetter
 from .store import BucketStore
-from .windows import MINUTE
+from .windows import MINUTE, span_pieces
 
 OCC_SLOT = {"busy": b.OCC_BUSY, "acw": b.OCC_ACW, "available": b.OCC_AVAILABLE}
 STATES = ("available", "busy", "acw", "aux", "offline")
@@ -39,9 +39,9 @@ class AgentTimeline:
 
 
 def span_facts(agent: str, start: float, end: float, state: str, queues: tuple) -> list:
-    """Occupancy facts for one closed span, per minute and per served queue: the span
-    split at minute boundaries, [start, end) pieces in order. Runs on every agent state
-    change (a sixth of all events): one delta and one key per queue, shared by the pieces."""
+    """Occupancy facts for one closed span, per minute and per served queue. Runs on every
+    agent state change (a sixth of all events): one key per queue and one delta per minute,
+    shared."""
     slot = OCC_SLOT.get(state)
     if slot is None or end <= start:
         return []
@@ -49,16 +49,10 @@ def span_facts(agent: str, start: float, end: float, state: str, queues: tuple) 
     share = 1.0 / len(targets)
     keys = [(q, "*", agent) for q in targets]
     out = []
-    t = start
-    while t < end:
-        minute = int(t // MINUTE) * MINUTE
-        nxt = minute + MINUTE
-        if nxt > end:
-            nxt = end
-        delta = ((slot, round((nxt - t) * share, 6)),)
+    for minute, seconds in span_pieces(start, end, MINUTE):
+        delta = ((slot, round(seconds * share, 6)),)
         for key in keys:
             out.append((key, minute, delta))
-        t = nxt
     return out
 
 

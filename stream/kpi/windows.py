@@ -63,5 +63,15 @@ def intervals_between(start: float, end: float) -> list[int]:
     return list(range(first, int(end), INTERVAL))
 
 
+def span_pieces(start: float, end: float, step: int):
+    """Split [start, end) at multiples of `step`: yields (bucket_start, seconds)."""
+    t = start
+    while t < end:
+        b = int(t // step) * step
+        nxt = min(end, b + step)
+        yield b, nxt - t
+        t = nxt
+
+
 def days(n: float) -> timedelta:
     return timedelta(days=n)
