@@ -1,7 +1,7 @@
 # The two commands of README.md: `make demo` runs everything on the embedded default,
 # `make test` runs the test suite. Both install what they need first.
 PY := .venv/bin/python
-.PHONY: install compiled demo test bench chaos clean
+.PHONY: install compiled demo test bench bench-engine chaos clean
 
 .venv/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -21,6 +21,11 @@ test: compiled
 bench: compiled
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_staffing.py
+
+# the KPI engine alone (no Kafka, Redis or publishing), compiled against from source;
+# ARGS="--against ../other-checkout" compares two trees instead
+bench-engine: compiled
+	$(PY) bench/bench_engine.py $(ARGS)
 
 chaos: compiled
 	CCPULSE_CHAOS_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_chaos.py

@@ -216,6 +216,60 @@ def test_backlog_does_not_time_out_acw_ahead_of_its_wrapup():
     assert handle == [("handle_time", "billing", "voice", 150.0)]
 
 
+def test_redeliveries_of_a_long_chat_are_duplicates_before_and_after_an_orphan_expires():
+    """A long interaction checks redeliveries against a set of its event ids (a scan per
+    event was quadratic in a chat's messages): still exact once an event was removed."""
+    e = engine()
+    chat = dict(channel="chat", queue="support")
+    sent = [ev("long", "offered", T0, **chat), ev("long", "answered", T0 + 5, agent_id="x", **chat)]
+    sent += [ev("long", "message", T0 + 10 + i, agent_id="x", direction="agent", text="hi", **chat)
+             for i in range(20)]
+    for raw in sent:
+        assert e.ingest("interactions", raw, 0) == "ok"
+    orphan = ev("long", "hold_ended", T0 + 40, agent_id="x", **chat)  # no hold_started
+    assert e.ingest("interactions", orphan, 0) == "pending"
+    assert [e.ingest("interactions", raw, 0) for raw in (*sent, orphan)] == ["duplicate"] * 23
+    e.advance(T0 + 40 + 901)  # the orphan expires: removed from the interaction
+    assert [d.reason for d in e.take_outputs()[0]] == ["impossible_transition"]
+    assert [e.ingest("interactions", raw, 0) for raw in sent] == ["duplicate"] * 22
+    assert e.ingest("interactions", orphan, 0) == "pending"  # gone, so new again
+    late = ev("long", "message", T0 + 50, agent_id="x", direction="agent", text="hi", **chat)
+    assert e.ingest("interactions", late, 0) == "ok"
+    assert e.ingest("interactions", late, 0) == "duplicate"
+    assert e.shard(0).duplicates == 23  # counted since take_outputs
+
+
+def test_advance_during_a_backlog_looks_only_at_what_the_timeout_clock_made_due():
+    """While a backlog waits, ACW timeouts, orphans and forgetting follow the partition's
+    event watermark, hours behind the wall clock: a cycle must not look at every
+    interaction whose deadline the wall clock has passed (it re-queued all of them on each
+    cycle once). Falling out of retention still follows the wall clock."""
+    e = engine()
+    shard = e.shard(0)
+    for i in range(20):  # calls ended without a wrap-up; ACW times out at ended + 600 s
+        t = T0 + 60 * i
+        e.ingest("interactions", ev(f"c{i}", "offered", t), 0)
+        e.ingest("interactions", ev(f"c{i}", "answered", t + 5, agent_id="x"), 0)
+        e.ingest("interactions", ev(f"c{i}", "ended", t + 65, agent_id="x"), 0)
+    e.ingest("interactions", ev("open", "offered", T0), 0)  # never answered
+    wall = T0 + 6 * 3600
+    shard.advance(wall, timeouts_at=T0 + 60)
+    looked = []
+    deadline = shard._deadline
+    shard._deadline = lambda ix: looked.append(ix) or deadline(ix)
+    for k in range(1, 4):  # three cycles, the watermark before any ACW timeout
+        shard.advance(wall + k, timeouts_at=T0 + 60 + k)
+    def handled() -> float:
+        return sum(acc[b.HANDLED] for acc in shard.qintervals.values())
+
+    assert looked == [] and handled() == 0
+    shard.advance(wall + 4, timeouts_at=T0 + 665)  # c0's ACW timeout, and only c0's
+    assert len(looked) == 1 and handled() == 1
+    shard.advance(T0 + 48 * 3600 + 1, timeouts_at=T0 + 700)
+    assert "open" not in shard.ix  # unfinished and out of retention by the wall clock
+    assert "c5" in shard.ix  # its ACW has not timed out on the watermark: kept
+
+
 def test_advance_handles_what_is_due_and_only_that():
     """`advance` works from a deadline queue, not a scan of every interaction: ACW timeouts,
     forgetting (closed_keep_s), the handled index (survey_join_days) and the survey ids all
@@ -258,3 +312,4 @@ def test_advance_handles_what_is_due_and_only_that():
     e.advance(T0 + 86400 + 7 * 86400 + 1)
     assert not shard.handled_index and not shard.survey_ids and not shard.ix
     assert not shard._due and not shard._sched and not shard._index_expiry
+    assert not shard._stale_due and not shard._stale_sched
