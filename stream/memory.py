@@ -1,4 +1,5 @@
-"""Giving freed heap memory back to the operating system.
+"""Giving freed heap memory back to the operating system, and keeping the garbage
+collector off the state as it grows.
 
 The engine's buckets (lists of ~90 floats, too large for Python's small-object allocator)
 live in glibc's heap among the publish cycle's short-lived large objects (Redis command
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _libc = None
 try:  # glibc only (Linux); elsewhere trimming is a no-op
@@ -68,3 +72,28 @@ def heap_usage() -> dict[str, int] | None:
 
 
 __all__ = ["can_trim", "heap_usage", "trim_heap"]
+
+
+@contextmanager
+def growing_state() -> Iterator[None]:
+    """Apply a batch of records without the collector's young generations scanning the
+    state it adds.
+
+    Nearly everything the engine allocates for a record stays (events, facts, buckets), and
+    it makes next to no reference cycles (bench-engine: 397 objects collected in 300,000
+    records). Left to the collector, each new object was scanned in generation 0, again in
+    generation 1 and in every full collection before the next freeze: 12 % of the engine's
+    time. So the young garbage of whatever ran before (a fetch, a cycle) is collected first,
+    the collector is off while the batch is applied, and what the batch left is frozen, as
+    after a publish cycle; the worker's periodic full collection (`Pipeline._collect_garbage`)
+    unfreezes and sees all of it.
+    """
+    gc.collect(1)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()

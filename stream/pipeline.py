@@ -32,7 +32,7 @@ from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_wi
                          merge, queue_interval_partials, queue_window_partials)
 from .kpi.windows import INTERVAL
 from .fetch_buffers import free_dropped_fetches
-from .memory import heap_usage, trim_heap
+from .memory import growing_state, heap_usage, trim_heap
 from .sinks.prometheus_sink import Metrics
 from .sinks.redis_sink import AgentParts, AgentView, RedisSink, StagedSave
 from .view import LiveMerged, View, build_view, scope_kpis
@@ -516,8 +516,6 @@ class Pipeline:
 
     async def run(self) -> None:
         assert self.consumer is not None
-        ingest = self.engine.ingest
-        kinds = self.kinds
         while not self._stop.is_set():
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
@@ -537,35 +535,42 @@ class Pipeline:
             async with self.lock:
                 self.engine.future_limit = time.time() + 3600.0
                 fed_at = time.monotonic()
-                for tp, records in batches.items():
-                    topic, partition = tp.topic, tp.partition
-                    kind = kinds[topic]
-                    name = shard_name(kind, partition)
-                    if name not in self.owned:
-                        continue  # revoked while the batch was in flight
-                    key = f"{topic}:{partition}"
-                    expected = self.offsets[name].get(key)
-                    if expected is not None and records[0].offset < expected:
-                        # fetched from the old position before the seek of an assignment
-                        # (getmany returned while on_assigned held the lock): skip what
-                        # the shard has already absorbed, or it would be applied twice
-                        records = [r for r in records if r.offset >= expected]
-                        if not records:
-                            continue
-                    for rec in records:
-                        try:
-                            ingest(kind, rec.value, partition, rec.offset, topic)
-                        except Exception as exc:  # a record the validation missed must not
-                            # become a poison pill that crashes every worker that reads it
-                            log.error("record %s:%s@%s failed: %r", topic, partition,
-                                      rec.offset, exc)
-                            self.engine.reject("internal_error", repr(exc)[:200],
-                                               rec.value or b"", topic, partition, rec.offset)
-                    self.offsets[name][key] = records[-1].offset + 1
-                    self.events_seen += len(records)
-                    self._fed_at[name] = fed_at
-                self._align_reading()
+                with growing_state():  # no young collections scanning the new state
+                    self._apply(batches, fed_at)
             await asyncio.sleep(0)
+
+    def _apply(self, batches: dict, fed_at: float) -> None:
+        """Feed a fetched batch to the engine (under the lock), and move the offsets."""
+        ingest = self.engine.ingest
+        kinds = self.kinds
+        for tp, records in batches.items():
+            topic, partition = tp.topic, tp.partition
+            kind = kinds[topic]
+            name = shard_name(kind, partition)
+            if name not in self.owned:
+                continue  # revoked while the batch was in flight
+            key = f"{topic}:{partition}"
+            expected = self.offsets[name].get(key)
+            if expected is not None and records[0].offset < expected:
+                # fetched from the old position before the seek of an assignment
+                # (getmany returned while on_assigned held the lock): skip what
+                # the shard has already absorbed, or it would be applied twice
+                records = [r for r in records if r.offset >= expected]
+                if not records:
+                    continue
+            for rec in records:
+                try:
+                    ingest(kind, rec.value, partition, rec.offset, topic)
+                except Exception as exc:  # a record the validation missed must not
+                    # become a poison pill that crashes every worker that reads it
+                    log.error("record %s:%s@%s failed: %r", topic, partition,
+                              rec.offset, exc)
+                    self.engine.reject("internal_error", repr(exc)[:200],
+                                       rec.value or b"", topic, partition, rec.offset)
+            self.offsets[name][key] = records[-1].offset + 1
+            self.events_seen += len(records)
+            self._fed_at[name] = fed_at
+        self._align_reading()
 
     def _align_reading(self) -> None:
         """Pause the partitions of a shard whose event time is more than READ_AHEAD_MAX_S

@@ -146,6 +146,35 @@ def test_heap_usage_follows_live_allocations_and_is_exported():
     assert list(HeapCollector(lambda: None).collect()) == []  # no glibc: no series
 
 
+def test_a_batch_grows_the_state_with_the_collector_off_and_leaves_it_frozen():
+    """`memory.growing_state`, around every fetched batch the worker applies: young garbage
+    from before is collected (not frozen), no collection runs inside, what the batch made is
+    frozen after it, and a collector that was off stays off."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    frozen = gc.get_freeze_count()
+    try:
+        loop = Node()
+        loop.me = loop  # a reference cycle: only the collector frees it
+        dead = weakref.ref(loop)
+        del loop
+        with memory.growing_state():
+            assert dead() is None and not gc.isenabled()
+            kept = [[0.0] * 41 for _ in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)
+        gc.disable()
+        with memory.growing_state():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def test_a_full_collection_comes_early_when_the_heap_grows(monkeypatch):
     """The heap is frozen after every cycle; garbage cycles frozen while alive wait for the
     full collection. It runs every GC_FULL_EVERY_S, or once the C heap in use (read every
