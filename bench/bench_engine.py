@@ -70,7 +70,13 @@ def child(path: str, now0: float, root: str) -> None:
         growing_state = contextlib.nullcontext
 
     records = msgspec.msgpack.decode(Path(path).read_bytes())
-    engine = Engine(config.load())
+    cfg = config.load()
+    try:  # the worker's scorer (VADER, cached): customer messages are scored as in the worker
+        from stream.sentiment import default_scorer
+        scorer = default_scorer(cfg)
+    except ImportError:
+        scorer = None
+    engine = Engine(cfg, scorer)
     ingest = engine.ingest
     clock = time.perf_counter_ns
     by_kind: dict[str, list[int]] = {}  # kind -> [records, ns]

@@ -239,6 +239,41 @@ def test_redeliveries_of_a_long_chat_are_duplicates_before_and_after_an_orphan_e
     assert e.shard(0).duplicates == 23  # counted since take_outputs
 
 
+def test_the_fast_path_risk_is_derives_with_messages_out_of_order_and_events_removed():
+    """A scored customer message of an ongoing contact updates the risk from the contact's
+    kept, sorted scores instead of re-sorting all of them: it must equal a full `derive` of
+    the same events whatever the order they came in, and after an orphan was removed."""
+    import random
+
+    from stream.kpi.interaction import derive
+
+    scores = iter([(-1) ** i * (i % 7) / 7 for i in range(100)])
+    e = Engine(config.load(), scorer=lambda text, lang: next(scores))
+    shard = e.shard(0)
+    chat = dict(channel="chat", queue="support")
+    msgs = [ev("r", "message", T0 + 10 + i, direction="customer" if i % 3 else "agent",
+               text=f"m{i}", **chat) for i in range(30)]
+    random.Random(3).shuffle(msgs)
+    e.ingest("interactions", ev("r", "offered", T0, **chat), 0)
+    e.ingest("interactions", ev("r", "answered", T0 + 5, agent_id="x", **chat), 0)
+
+    def same_as_derive():
+        ix = shard.ix["r"]
+        assert ix.risk == derive(ix.events, shard.timeout_clock, shard.s.params).risk
+
+    for raw in msgs[:20]:
+        assert e.ingest("interactions", raw, 0) == "ok"
+        same_as_derive()
+    assert shard.ix["r"].scores is not None  # the kept scores were used
+    orphan = ev("r", "hold_ended", T0 + 12, agent_id="x", **chat)
+    assert e.ingest("interactions", orphan, 0) == "pending"
+    shard.advance(T0 + 12 + 901, timeouts_at=T0 + 12 + 901)  # the orphan expires
+    assert shard.ix["r"].scores is None  # dropped with the removed event, rebuilt below
+    for raw in msgs[20:]:
+        assert e.ingest("interactions", raw, 0) == "ok"
+        same_as_derive()
+
+
 def test_advance_during_a_backlog_looks_only_at_what_the_timeout_clock_made_due():
     """While a backlog waits, ACW timeouts, orphans and forgetting follow the partition's
     event watermark, hours behind the wall clock: a cycle must not look at every

@@ -4,7 +4,7 @@ An accumulator is a plain list of floats with one slot per field below (no growi
 lists), optionally followed by the TTR histogram: only the customer shards' buckets ever
 count a TTR, so the others stay CORE slots long (41 pointers, 328 bytes: under half the
 memory of the 90 slots with the histogram, and inside Python's small-object allocator).
-`apply` and `add_into` widen an accumulator to SIZE the first time a histogram slot
+`apply_all` and `add_into` widen an accumulator to SIZE the first time a histogram slot
 reaches it; readers treat missing slots as zero. Every KPI of DESIGN §3 is a ratio of two
 slots, so buckets, windows, partitions and workers combine by elementwise addition and
 ratios are recomputed afterwards — never averaged. Facts are sparse deltas {slot: value}
@@ -79,13 +79,18 @@ def add_into(acc: list[float], other: list[float]) -> None:
         acc[:n] = map(_plus, acc, other)  # map stops at the end of other
 
 
-def apply(acc: list[float], delta: dict[int, float] | tuple, sign: float = 1.0) -> None:
-    """Add a sparse fact delta ((slot, value), ...) into acc; sign=-1 retracts it."""
+def apply_all(accs: list[list[float]], delta: tuple, sign: float = 1.0) -> None:
+    """Add a sparse fact delta ((slot, value), ...) into each of accs (a fact's minute and
+    interval buckets and their sums: one pass over the delta for all four); sign=-1
+    retracts it."""
     for slot, value in delta:
-        try:
-            acc[slot] += sign * value
-        except IndexError:  # a TTR histogram slot in a core-only accumulator
-            widen(acc)[slot] += sign * value
+        v = sign * value
+        if slot >= CORE:  # a TTR histogram slot: widen the accumulators that lack it
+            for acc in accs:
+                if len(acc) <= slot:
+                    widen(acc)
+        for acc in accs:
+            acc[slot] += v
 
 
 def total(accs: list[list[float]]) -> list[float]:

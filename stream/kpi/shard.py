@@ -8,6 +8,7 @@ checkpoints a shard's state together with its input offsets, so a restart resume
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import Counter
@@ -36,10 +37,12 @@ class Ix:
     risk_since: float | None = None
     last_ts: float = 0.0
     customer_sent: tuple | None = None  # the FCR record last sent for this contact
-    # the events' ids once there are more than SCAN_EVENTS (a chat's messages): a duplicate
-    # check scanned them all on every event, quadratic in a long chat. Derived, never
-    # checkpointed; None after an event is removed (rebuilt on the next check)
+    # derived from the events, never checkpointed, None after an event is removed (rebuilt
+    # when next needed): each spares a scan of every event per event, quadratic in a chat.
+    # The events' ids once there are more than SCAN_EVENTS (the duplicate check), and the
+    # customer scores, (ts, event_id, score) sorted, once a scored message took the fast path
     ids: set | None = None
+    scores: list | None = None
 
 
 SCAN_EVENTS = 8  # up to this many events a scan for a duplicate id is as quick as a set
@@ -59,10 +62,29 @@ def has_event(ix: Ix, event_id: str) -> bool:
     return event_id in ids
 
 
+def customer_score(ev: Ev) -> float | None:
+    """The sentiment score of a customer message (None for anything else)."""
+    if ev.kind == "interaction.message":
+        direction, score = ev.extra  # type: ignore[misc]
+        if direction == "customer":
+            return score
+    return None
+
+
 def add_event(ix: Ix, ev: Ev) -> None:
     ix.events.append(ev)
     if ix.ids is not None:
         ix.ids.add(ev.event_id)
+    if ix.scores is not None:
+        score = customer_score(ev)
+        if score is not None:
+            bisect.insort(ix.scores, (ev.ts, ev.event_id, score))
+
+
+def events_removed(ix: Ix) -> None:
+    """Drop what is derived from the events (rebuilt when next needed)."""
+    ix.ids = None
+    ix.scores = None
 
 
 @dataclass(slots=True)
@@ -159,7 +181,7 @@ class InteractionShard(BucketStore):
             if new_index in conflicted or any(ix.events[i].event_id not in old_pending
                                               for i in conflicted):
                 ix.events.pop()
-                ix.ids = None
+                events_removed(ix)
                 self._reject("impossible_transition", f"{ev.kind} does not fit interaction "
                              "history", raw, topic, partition, offset)
                 if ix.events:
@@ -169,7 +191,7 @@ class InteractionShard(BucketStore):
             # the newcomer is fine; earlier stragglers that never fitted are the bad ones
             for i in sorted(conflicted, reverse=True):
                 bad = ix.events.pop(i)
-                ix.ids = None
+                events_removed(ix)
                 self._reject("impossible_transition", f"{bad.kind} does not fit interaction "
                              "history", ix.pending_raw.pop(bad.event_id, b""), topic, partition, -1)
             derived = derive(ix.events, self.timeout_clock, self.s.params)
@@ -217,9 +239,11 @@ class InteractionShard(BucketStore):
         self.new_events[(ev.kind, ev.channel)] += 1
         if scored:
             # derive's risk: mean of the last `sentiment_span` scores in (ts, id, score) order
-            scores = sorted((e.ts, e.event_id, e.extra[1]) for e in events  # type: ignore[index]
-                            if e.kind == "interaction.message" and e.extra[0] == "customer"
-                            and e.extra[1] is not None)
+            scores = ix.scores
+            if scores is None:  # add_event keeps them sorted from now on
+                scores = ix.scores = sorted(
+                    (e.ts, e.event_id, sc) for e in events
+                    if (sc := customer_score(e)) is not None)
             recent = [s for _, _, s in scores[-self.s.params.sentiment_span:]]
             self._set_risk(ix, sum(recent) / len(recent))
         return True
@@ -379,7 +403,7 @@ class InteractionShard(BucketStore):
                    if e.event_id in ix.pending_raw and e.ts < now - self.s.orphan_timeout_s]
         if not expired:
             return
-        ix.ids = None
+        events_removed(ix)
         for e in expired:
             ix.events.remove(e)
             self._reject("impossible_transition",
