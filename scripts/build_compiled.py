@@ -50,6 +50,7 @@ HOT = [
     "stream/events.py",
     "stream/checkpoint.py",
     "stream/view.py",
+    "stream/partitioning.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "stream" / "kpi").glob("*.py")
             if p.name != "__init__.py"),
 ]

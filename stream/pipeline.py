@@ -33,6 +33,7 @@ from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_wi
 from .kpi.windows import INTERVAL
 from .fetch_buffers import free_dropped_fetches
 from .memory import growing_state, heap_usage, trim_heap
+from .partitioning import DefaultPartitioner
 from .sinks.prometheus_sink import Metrics
 from .sinks.redis_sink import AgentParts, AgentView, RedisSink, StagedSave
 from .view import LiveMerged, View, build_view, scope_kpis
@@ -313,6 +314,7 @@ class Pipeline:
         free_dropped_fetches()
         await self.ensure_topics()
         self.producer = AIOKafkaProducer(acks="all", enable_idempotence=False, linger_ms=5,
+                                         partitioner=DefaultPartitioner(),
                                          **self.kafka_kwargs())
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(

@@ -191,8 +191,11 @@ async def produce_events(events: list[tuple[float, int, dict]], bootstrap: str, 
                          summary: ReplaySummary, kafka_kwargs: dict | None = None) -> None:
     from aiokafka import AIOKafkaProducer
 
+    from .partitioning import DefaultPartitioner
+
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                                linger_ms=20, max_batch_size=1 << 20, **(kafka_kwargs or {}))
+                                linger_ms=20, max_batch_size=1 << 20,
+                                partitioner=DefaultPartitioner(), **(kafka_kwargs or {}))
     await producer.start()
     try:
         pending = []

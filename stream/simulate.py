@@ -1382,10 +1382,13 @@ async def produce(
     if own:
         from aiokafka import AIOKafkaProducer
 
+        from .partitioning import DefaultPartitioner
+
         kwargs: dict[str, Any] = dict(
             bootstrap_servers=parse_broker(bootstrap), acks="all", enable_idempotence=False,
             linger_ms=linger_ms, client_id="ccpulse-simulate",
-            max_batch_size=256 * 1024, request_timeout_ms=30000)
+            max_batch_size=256 * 1024, request_timeout_ms=30000,
+            partitioner=DefaultPartitioner())
         kwargs.update(producer_kwargs or {})
         producer = AIOKafkaProducer(**kwargs)
         try:
