@@ -71,8 +71,6 @@ def heap_usage() -> dict[str, int] | None:
     return {"in_use": info.uordblks + info.hblkhd, "free": info.fordblks + info.fsmblks}
 
 
-__all__ = ["can_trim", "heap_usage", "trim_heap"]
-
 
 @contextmanager
 def growing_state() -> Iterator[None]:
@@ -97,3 +95,6 @@ def growing_state() -> Iterator[None]:
         gc.freeze()
         if collecting:
             gc.enable()
+
+
+__all__ = ["can_trim", "growing_state", "heap_usage", "trim_heap"]

@@ -224,8 +224,7 @@ class InteractionShard(BucketStore):
         risk while the contact is not done (the sentiment fact exists only once handled).
         Messages are half of all events, and `derive` is linear in the interaction's events.
         """
-        direction, score = ev.extra  # type: ignore[misc]
-        scored = direction == "customer" and score is not None
+        scored = customer_score(ev) is not None
         events = ix.events
         if scored:
             if ix.done is not None:

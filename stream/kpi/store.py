@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Collection
 
 from . import buckets as b
-from .windows import INTERVAL, MINUTE
+from .windows import INTERVAL, interval_of, minute_of
 
 
 class BucketStore:
@@ -55,7 +55,7 @@ class BucketStore:
         key, ts, delta = fact
         q, ch, agent = key
         targets = []
-        minute = int(ts // MINUTE) * MINUTE  # windows.minute_of, inline
+        minute = minute_of(ts)
         if minute >= self.clock - self.minute_retention_s:
             mkey = (q, ch, agent, minute)
             acc = self.minutes.get(mkey)
@@ -70,7 +70,7 @@ class BucketStore:
             if acc is None:
                 acc = self.qminutes[qkey] = b.new()
             targets.append(acc)
-        interval = int(ts // INTERVAL) * INTERVAL  # windows.interval_of
+        interval = interval_of(ts)
         if interval >= self.clock - self.retention_s - INTERVAL:
             ikey = (q, ch, agent, interval)
             acc = self.intervals.get(ikey)
