@@ -165,6 +165,19 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25, what: str
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
+def noon_zone(now: float | None = None) -> str:
+    """An IANA zone (`Etc/GMT±N`) in which `now` is between 11:00 and 13:00 local time.
+
+    A wall-clock worker's `today` starts at local midnight: events placed minutes before
+    "now" fall into yesterday when a run crosses midnight in the worker's zone (a run from
+    00:04 to 00:14 UTC read `today` handled 0 instead of 2). Noon is twelve hours from
+    either midnight, whatever the hour the tests run.
+    """
+    hour = time.gmtime(time.time() if now is None else now).tm_hour
+    offset = 12 - hour  # local hour = UTC hour + offset, in [-11, +12]
+    return f"Etc/GMT{-offset:+d}"  # the Etc zones' sign is inverted: Etc/GMT-3 is UTC+3
+
+
 def decoded(h: dict) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in h.items()}
 

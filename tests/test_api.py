@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 import redis as redis_sync
 
-from conftest import Topics, WorkerProc, decoded, produce, scrape, wait_for
+from conftest import Topics, WorkerProc, decoded, noon_zone, produce, scrape, wait_for
 from stream._compiled import pure_requested
 from stream import embedded
 from stream.kpi.erlang import QueueLoad, Targets, positions_for, required_agents
@@ -82,8 +82,9 @@ def api_topics(stack):
 
 @pytest.fixture(scope="module")
 def api_worker(stack, api_topics, tmp_path_factory):
-    """One loopback worker (no token needed on 127.0.0.1) for the module, with known data."""
-    worker = WorkerProc(api_topics.env(stack), tmp_path_factory.mktemp("api") / "worker.log").start()
+    """One loopback worker (no token needed on 127.0.0.1) for the module, with known data;
+    its zone puts "now" near local noon, so `today` holds the data at any hour of the run."""
+    worker = WorkerProc(api_topics.env(stack, CCPULSE_TIMEZONE=noon_zone()), tmp_path_factory.mktemp("api") / "worker.log").start()
     try:
         now = time.time()
         t0 = now - 600
@@ -109,6 +110,17 @@ def api_worker(stack, api_topics, tmp_path_factory):
         yield worker
     finally:
         worker.kill()
+
+
+def test_noon_zone_is_noon_at_every_hour():
+    """The module's worker zone keeps "now" 11 to 13 hours from local midnight, whatever
+    the UTC hour the tests run at (a run across midnight once failed `today`)."""
+    from zoneinfo import ZoneInfo
+    day = datetime(2026, 12, 6, tzinfo=timezone.utc).timestamp()
+    for minute in range(0, 24 * 60, 7):
+        now = day + minute * 60
+        local = datetime.fromtimestamp(now, ZoneInfo(noon_zone(now)))
+        assert 11 <= local.hour + local.minute / 60 < 13, (minute, noon_zone(now), local)
 
 
 def consistent_read(worker, redis_client, path: str, key: str, tries: int = 20):
