@@ -904,6 +904,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
     rss: list[tuple[float, float, int]] = []  # (wall s, RSS MiB, events checkpointed)
     state: list[tuple[float, float, int]] = []  # (wall s, state entries, events checkpointed)
     heap: list[tuple[float, float, int]] = []  # (wall s, C heap in use MiB, events checkpointed)
+    py_live: list[tuple[float, float, int]] = []  # (wall s, pymalloc blocks in use MiB, events)
+    py_arenas: list[tuple[float, float, int]] = []  # (wall s, pymalloc arenas MiB, events)
     topic = ts.topics["interactions"]
     try:
         deadline = time.monotonic() + 60
@@ -926,6 +928,10 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 state.append((time.monotonic() - t0, float(sum(h["state"].values())), done))
             if h and h.get("heap"):
                 heap.append((time.monotonic() - t0, h["heap"]["in_use"] / 2**20, done))
+            if h and h.get("pymalloc"):
+                py = h["pymalloc"]
+                py_live.append((time.monotonic() - t0, py["in_use"] / 2**20, done))
+                py_arenas.append((time.monotonic() - t0, (py["in_use"] + py["free"]) / 2**20, done))
             if h:
                 collections = h.get("full_collections", collections)
             peak_replay = max(peak_replay, rss_mib(rp.pid) or 0.0)
@@ -946,6 +952,8 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 "rss_by_day": per_day(rss, produced, days), "rss_samples": rss,
                 "state_by_day": per_day(state, produced, days),
                 "heap_by_day": per_day(heap, produced, days, pick=min),
+                "pymalloc_by_day": (per_day(py_live, produced, days, pick=min),
+                                    per_day(py_arenas, produced, days)),
                 "full_collections": collections}
     finally:
         client.close()
@@ -1054,9 +1062,22 @@ def heap_days_text(by_day: list[tuple[int, float]]) -> str:
     """The lowest C heap in use (`cc_worker_heap_bytes`) on the same days: live allocations
     over 512 bytes between cycles; rising beside level state entries means something outside
     the state holds memory, rising RSS beside a level heap means the allocator keeps it."""
+    return mib_days_text("C heap in use (lowest)", by_day)
+
+
+def pymalloc_days_text(by_day: tuple[list[tuple[int, float]], list[tuple[int, float]]]) -> str:
+    """Python's small-object allocator (`cc_worker_pymalloc_bytes`) on the same days: its
+    live blocks (lowest sample) and its arenas (highest). Arenas rising beside level live
+    blocks are arenas kept by a few long-lived objects each, not a leak."""
+    live, arenas = by_day
+    return (mib_days_text("pymalloc live blocks (lowest)", live) + "; "
+            + mib_days_text("pymalloc arenas (highest)", arenas))
+
+
+def mib_days_text(title: str, by_day: list[tuple[int, float]]) -> str:
+    """`title` by day on the days a report shows, and its slope once the state is full."""
     days, last, shown = days_shown(by_day)
-    text = "C heap in use (lowest) by day: " + ", ".join(f"day {d} {days[d]:.0f} MiB"
-                                                         for d in shown)
+    text = f"{title} by day: " + ", ".join(f"day {d} {days[d]:.0f} MiB" for d in shown)
     fill = memory_after_fill(by_day)
     if fill:
         text += f"; day {STATE_FULL_DAY} → {last}: {fill[2]:+.1f} MiB/day"
@@ -1263,6 +1284,8 @@ def write_report(path: Path, r: dict) -> None:
                 lines.append(f"  - {state_days_text(x[5])}")
             if len(x) > 6 and x[6]:
                 lines.append(f"  - {heap_days_text(x[6])}")
+            if len(x) > 7 and x[7] and x[7][0]:
+                lines.append(f"  - {pymalloc_days_text(x[7])}")
         lines += ["", "Quartiles are of wall time; the first includes the state filling up. "
                   "The replay's RSS is also read per day of history (the highest sample while "
                   f"that day was published): the state is full from day {STATE_FULL_DAY} "
@@ -1483,7 +1506,7 @@ def main() -> None:
                     a, b = x["rss_trend"]
                     r["memory"][f"replay of {name} ({x['events']:,} events, event clock)"] = (
                         a, b, max(x["rss"]), len(x["rss"]), x["rss_by_day"],
-                        x["state_by_day"], x["heap_by_day"])
+                        x["state_by_day"], x["heap_by_day"], x["pymalloc_by_day"])
                     say(f"  worker RSS first quartile {a:.0f} MiB → last quartile {b:.0f} MiB "
                         f"(max {max(x['rss']):.0f})")
                     say("  " + rss_days_text(x["rss_by_day"]))
@@ -1491,6 +1514,8 @@ def main() -> None:
                     if x["heap_by_day"]:
                         say("  " + heap_days_text(x["heap_by_day"])
                             + f"; full garbage collections {x['full_collections']}")
+                    if x["pymalloc_by_day"][0]:
+                        say("  " + pymalloc_days_text(x["pymalloc_by_day"]))
                 path.unlink(missing_ok=True)
         names_mem = {"1": "1 worker", "2": "2 workers"}
         for n, p in r["pipeline"].items():

@@ -122,6 +122,7 @@ def create_app(cfg: Settings, pipeline: Pipeline) -> faust.App:
                          "state": {f"{kind}.{part}": n
                                    for (kind, part), n in pipeline.state_sizes().items()},
                          "positions": pipeline.positions(), "heap": pipeline.heap,
+                         "pymalloc": pipeline.pymalloc,
                          "full_collections": pipeline.full_collections,
                          "compiled": compiled_modules()})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,51 @@ def heap_usage() -> dict[str, int] | None:
     return {"in_use": info.uordblks + info.hblkhd, "free": info.fordblks + info.fsmblks}
 
 
+# pymalloc's own report (sys._debugmallocstats), written to a FILE* from open_memstream: the
+# only place CPython tells its arenas; ~0.2 ms for a 1 GiB heap, and it holds the GIL
+_stats = getattr(ctypes.pythonapi, "_PyObject_DebugMallocStats", None)
+_memstream = getattr(_libc, "open_memstream", None)
+if _stats is not None and _memstream is not None:
+    _stats.argtypes = [ctypes.c_void_p]
+    _stats.restype = ctypes.c_int
+    _memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+    _memstream.restype = ctypes.c_void_p
+    _libc.fclose.argtypes = [ctypes.c_void_p]
+    _libc.free.argtypes = [ctypes.c_void_p]
+_ARENAS = re.compile(rb"(\d+) arenas \* (\d+) bytes/arena")
+_BLOCKS = re.compile(rb"# bytes in allocated blocks\s*=\s*([\d,]+)")
+
+
+def pymalloc_usage() -> dict[str, int] | None:
+    """Python's small-object allocator (objects of 512 bytes or less: most of the state):
+    `in_use` bytes in live blocks, `free` the rest of its arenas; None when CPython does not
+    report it (another allocator, PYTHONMALLOC=malloc).
+
+    The complement of `heap_usage`: an arena goes back to the OS only once every block in it
+    is free, so long-lived state mixed with a cycle's short-lived objects can keep arenas
+    that are mostly empty. A rising `free` beside a level `in_use` is that, not a leak.
+    """
+    if _stats is None or _memstream is None:
+        return None
+    buf, size = ctypes.c_void_p(), ctypes.c_size_t()
+    stream = _memstream(ctypes.byref(buf), ctypes.byref(size))
+    if not stream:
+        return None
+    try:
+        written = _stats(stream)
+    finally:
+        _libc.fclose(stream)  # flushes: buf and size are valid from here
+    try:
+        text = ctypes.string_at(buf, size.value) if buf.value else b""
+    finally:
+        _libc.free(buf)
+    arenas, blocks = _ARENAS.search(text), _BLOCKS.search(text)
+    if not written or arenas is None or blocks is None:
+        return None
+    total = int(arenas.group(1)) * int(arenas.group(2))
+    in_use = int(blocks.group(1).replace(b",", b""))
+    return {"in_use": in_use, "free": total - in_use}
+
 
 @contextmanager
 def growing_state() -> Iterator[None]:
@@ -97,4 +143,4 @@ def growing_state() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["can_trim", "growing_state", "heap_usage", "trim_heap"]
+__all__ = ["can_trim", "growing_state", "heap_usage", "pymalloc_usage", "trim_heap"]

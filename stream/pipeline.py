@@ -32,7 +32,7 @@ from .kpi.rollup import (Partial, agent_interval_partials, agent_slice, agent_wi
                          merge, queue_interval_partials, queue_window_partials)
 from .kpi.windows import INTERVAL
 from .fetch_buffers import free_dropped_fetches
-from .memory import growing_state, heap_usage, trim_heap
+from .memory import growing_state, heap_usage, pymalloc_usage, trim_heap
 from .partitioning import DefaultPartitioner
 from .sinks.prometheus_sink import Metrics
 from .sinks.redis_sink import AgentParts, AgentView, RedisSink, StagedSave
@@ -231,7 +231,7 @@ class Pipeline:
         self.staffing = staffing
         self.sink = RedisSink(cfg)
         self.metrics = Metrics(lambda: self.view, self.lag, self.state_sizes,
-                               lambda: self.heap)
+                               lambda: self.heap, lambda: self.pymalloc)
         self.kinds = {cfg.topic_interactions: "interactions", cfg.topic_agents: "agents",
                       cfg.topic_surveys: "surveys", cfg.topic_customers: "customers"}
         self.consumer: AIOKafkaConsumer | None = None
@@ -276,6 +276,8 @@ class Pipeline:
         # C heap bytes (memory.heap_usage), read every TRIM_EVERY_S: /metrics, /healthz
         self.heap: dict[str, int] | None = heap_usage()
         self._gc_heap_base = self.heap["in_use"] if self.heap else 0
+        # pymalloc's arenas (memory.pymalloc_usage), read with each trim: /metrics, /healthz
+        self.pymalloc: dict[str, int] | None = pymalloc_usage()
         self._members_n = 0
         self._lap_at: float | None = None  # set while a publish cycle runs (see _lap)
 
@@ -791,6 +793,7 @@ class Pipeline:
         gc.freeze()
         if trim:
             trim_heap()  # inside the cycle: cc_publish_cycle_seconds includes it
+            self.pymalloc = pymalloc_usage()  # ~0.5 ms for a 1 GiB state
             self._trim_at = now
 
     async def _flush_dead_letters(self) -> bool:

@@ -49,7 +49,7 @@ _GAUGES = (
     "cc_staffed_agents", "cc_staffing_gap",
     # pipeline
     "cc_event_lag_seconds", "cc_consumer_lag_messages", "cc_state_entries",
-    "cc_worker_heap_bytes",
+    "cc_worker_heap_bytes", "cc_worker_pymalloc_bytes",
 )
 EXPORTED_METRICS = frozenset(
     _COUNTERS + _GAUGES

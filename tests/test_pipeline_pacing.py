@@ -146,6 +146,32 @@ def test_heap_usage_follows_live_allocations_and_is_exported():
     assert list(HeapCollector(lambda: None).collect()) == []  # no glibc: no series
 
 
+def test_pymalloc_usage_follows_small_objects_and_is_exported():
+    """cc_worker_pymalloc_bytes: Python's small-object arenas, which the C heap's figures do
+    not count. Small objects raise `in_use` by their size; freed, their blocks leave
+    `in_use`, and arenas still holding any live block are counted `free`."""
+    from stream.sinks.prometheus_sink import HeapCollector, Metrics
+
+    before = memory.pymalloc_usage()
+    assert before is not None and before["in_use"] > 0 and before["free"] >= 0
+    small = [(i, i + 1) for i in range(200_000)]  # tuples of two ints: 56 + 2 x 32 bytes
+    during = memory.pymalloc_usage()
+    assert during["in_use"] - before["in_use"] >= 200_000 * 100
+    keep = small[::64]  # one object in 64 stays: its arenas cannot go back to the OS
+    del small
+    after = memory.pymalloc_usage()
+    assert after["in_use"] < during["in_use"] - 200_000 * 90
+    assert after["free"] > before["free"] + 200_000 * 60  # held by the arenas `keep` pins
+    assert len(keep) == 3125
+    family = next(iter(HeapCollector(lambda: {"in_use": 5, "free": 7}, "cc_worker_pymalloc_bytes",
+                                     "pymalloc").collect()))
+    assert family.name == "cc_worker_pymalloc_bytes"
+    assert {s.labels["state"]: s.value for s in family.samples} == {"in_use": 5, "free": 7}
+    text = Metrics(lambda: None, dict).render().decode()
+    assert 'cc_worker_pymalloc_bytes{state="in_use"}' in text
+    assert 'cc_worker_heap_bytes{state="in_use"}' in text
+
+
 def test_a_batch_grows_the_state_with_the_collector_off_and_leaves_it_frozen():
     """`memory.growing_state`, around every fetched batch the worker applies: young garbage
     from before is collected (not frozen), no collection runs inside, what the batch made is

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..kpi.agents import STATES
-from ..memory import heap_usage
+from ..memory import heap_usage, pymalloc_usage
 from ..view import View
 
 HANDLE_BUCKETS = (30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 2700, 3600)
@@ -47,7 +47,7 @@ EXPORTED_METRICS = (
     "cc_longest_wait_seconds", "cc_agents", "cc_contacts_at_risk", "cc_required_agents",
     "cc_staffed_agents", "cc_staffing_gap", "cc_event_lag_seconds", "cc_consumer_lag_messages",
     "cc_publish_cycle_seconds", "cc_publish_phase_seconds", "cc_state_entries",
-    "cc_worker_heap_bytes",
+    "cc_worker_heap_bytes", "cc_worker_pymalloc_bytes",
 )
 HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds",
               "cc_publish_phase_seconds")
@@ -164,12 +164,18 @@ class StateCollector(Collector):
 
 
 class HeapCollector(Collector):
-    """cc_worker_heap_bytes: the C heap in use and held free (`memory.heap_usage`). Beside
-    cc_state_entries and the RSS it says who holds a rising RSS: live memory or the
-    allocator. Nothing is exported where the C library cannot tell (not glibc)."""
+    """A `{state: bytes}` gauge of one allocator: cc_worker_heap_bytes for the C heap
+    (`memory.heap_usage`), cc_worker_pymalloc_bytes for Python's small objects
+    (`memory.pymalloc_usage`). Beside cc_state_entries and the RSS they say who holds a
+    rising RSS: live memory (`in_use`) or an allocator (`free`). Nothing is exported where
+    the allocator cannot tell."""
 
-    def __init__(self, get_heap: Callable[[], dict[str, int] | None]) -> None:
+    def __init__(self, get_heap: Callable[[], dict[str, int] | None],
+                 name: str = "cc_worker_heap_bytes",
+                 documentation: str = "Bytes of the worker's C heap") -> None:
         self.get_heap = get_heap
+        self.name = name
+        self.documentation = documentation
 
     def describe(self):
         return []
@@ -178,8 +184,7 @@ class HeapCollector(Collector):
         heap = self.get_heap()
         if heap is None:
             return
-        family = GaugeMetricFamily("cc_worker_heap_bytes", "Bytes of the worker's C heap",
-                                   labels=["state"])
+        family = GaugeMetricFamily(self.name, self.documentation, labels=["state"])
         for state, n in sorted(heap.items()):
             family.add_metric([state], n)
         yield family
@@ -188,7 +193,8 @@ class HeapCollector(Collector):
 class Metrics:
     """The worker's registry: counters/histograms plus the view collector."""
 
-    def __init__(self, get_view, get_lag, get_state=dict, get_heap=heap_usage) -> None:
+    def __init__(self, get_view, get_lag, get_state=dict, get_heap=heap_usage,
+                 get_pymalloc=pymalloc_usage) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.events = Counter("cc_events", "Valid events applied", ["type", "channel"], registry=r)
@@ -215,6 +221,8 @@ class Metrics:
         r.register(ViewCollector(get_view, get_lag))
         r.register(StateCollector(get_state))
         r.register(HeapCollector(get_heap))
+        r.register(HeapCollector(get_pymalloc, "cc_worker_pymalloc_bytes",
+                                 "Bytes of the worker's Python small-object arenas"))
         for reason in ("invalid_json", "invalid_utf8", "unknown_type", "bad_name", "bad_timestamp",
                        "missing_field", "invalid_field", "too_late", "impossible_transition",
                        "scope_limit", "wrong_topic", "too_large", "internal_error"):
