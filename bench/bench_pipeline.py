@@ -953,6 +953,7 @@ def replay_run(stack, csv_path: Path, work: Path, label: str, wait_s: float, day
                 "state_by_day": per_day(state, produced, days),
                 "heap_by_day": per_day(heap, produced, days, pick=min),
                 "pymalloc_by_day": (per_day(py_live, produced, days, pick=min),
+                                    per_day(py_live, produced, days),
                                     per_day(py_arenas, produced, days)),
                 "full_collections": collections}
     finally:
@@ -1031,7 +1032,8 @@ def days_shown(by_day: list[tuple[int, float]]) -> tuple[dict[int, float], int, 
     """(value by day, the last day, the few days a report shows)."""
     days = dict(by_day)
     last = max(days, default=0)
-    return days, last, sorted({d for d in (1, 2, 4, STATE_FULL_DAY, 15, 22, last) if d in days})
+    return days, last, sorted({d for d in (1, 2, 4, STATE_FULL_DAY, 12, 15, 19, 22, 26, last)
+                               if d in days})
 
 
 def rss_days_text(by_day: list[tuple[int, float]]) -> str:
@@ -1042,7 +1044,8 @@ def rss_days_text(by_day: list[tuple[int, float]]) -> str:
     fill = memory_after_fill(by_day)
     if fill:
         text += (f"; after the state is full (day {STATE_FULL_DAY} → {last}): "
-                 f"{fill[0]:.0f} → {fill[1]:.0f} MiB, {fill[2]:+.1f} MiB/day")
+                 f"{fill[0]:.0f} → {fill[1]:.0f} MiB, {fill[2]:+.1f} MiB/day"
+                 + late_slope_text(by_day))
     return text
 
 
@@ -1065,13 +1068,14 @@ def heap_days_text(by_day: list[tuple[int, float]]) -> str:
     return mib_days_text("C heap in use (lowest)", by_day)
 
 
-def pymalloc_days_text(by_day: tuple[list[tuple[int, float]], list[tuple[int, float]]]) -> str:
+def pymalloc_days_text(by_day: tuple[list[tuple[int, float]], ...]) -> str:
     """Python's small-object allocator (`cc_worker_pymalloc_bytes`) on the same days: its
-    live blocks (lowest sample) and its arenas (highest). Arenas rising beside level live
-    blocks are arenas kept by a few long-lived objects each, not a leak."""
-    live, arenas = by_day
-    return (mib_days_text("pymalloc live blocks (lowest)", live) + "; "
-            + mib_days_text("pymalloc arenas (highest)", arenas))
+    live blocks (lowest and highest sample) and its arenas (highest). Arenas rising beside
+    level live blocks are arenas kept by a few long-lived objects each, not a leak."""
+    low, high, arenas = by_day
+    return "; ".join((mib_days_text("pymalloc live blocks (lowest)", low),
+                      mib_days_text("pymalloc live blocks (highest)", high),
+                      mib_days_text("pymalloc arenas (highest)", arenas)))
 
 
 def mib_days_text(title: str, by_day: list[tuple[int, float]]) -> str:
@@ -1080,8 +1084,19 @@ def mib_days_text(title: str, by_day: list[tuple[int, float]]) -> str:
     text = f"{title} by day: " + ", ".join(f"day {d} {days[d]:.0f} MiB" for d in shown)
     fill = memory_after_fill(by_day)
     if fill:
-        text += f"; day {STATE_FULL_DAY} → {last}: {fill[2]:+.1f} MiB/day"
+        text += f"; day {STATE_FULL_DAY} → {last}: {fill[2]:+.1f} MiB/day" + late_slope_text(by_day)
     return text
+
+
+def late_slope_text(by_day: list[tuple[int, float]]) -> str:
+    """The slope over the second half of the full-state days: a leak keeps its slope, an
+    allocator settling into the state's pattern flattens."""
+    days = dict(by_day)
+    last = max(days, default=0)
+    mid = min((d for d in days if d >= (STATE_FULL_DAY + last) // 2), default=last)
+    if last - mid < 4:
+        return ""
+    return f", day {mid} → {last}: {(days[last] - days[mid]) / (last - mid):+.1f} MiB/day"
 
 
 def memory_after_fill(by_day: list[tuple[int, float]]) -> tuple[float, float, float] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -87,6 +88,20 @@ _ARENAS = re.compile(rb"(\d+) arenas \* (\d+) bytes/arena")
 _BLOCKS = re.compile(rb"# bytes in allocated blocks\s*=\s*([\d,]+)")
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int | None:
+    """The process's resident set (Linux /proc/self/statm), what the OS and a container
+    limit count; None elsewhere. Read beside `heap_usage` and `pymalloc_usage`, whose live
+    and free parts say who holds it."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def pymalloc_usage() -> dict[str, int] | None:
     """Python's small-object allocator (objects of 512 bytes or less: most of the state):
     `in_use` bytes in live blocks, `free` the rest of its arenas; None when CPython does not
@@ -143,4 +158,5 @@ def growing_state() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["can_trim", "growing_state", "heap_usage", "pymalloc_usage", "trim_heap"]
+__all__ = ["can_trim", "growing_state", "heap_usage", "pymalloc_usage", "resident_bytes",
+           "trim_heap"]

@@ -50,6 +50,7 @@ _GAUGES = (
     # pipeline
     "cc_event_lag_seconds", "cc_consumer_lag_messages", "cc_state_entries",
     "cc_worker_heap_bytes", "cc_worker_pymalloc_bytes",
+    "cc_worker_resident_bytes",
 )
 EXPORTED_METRICS = frozenset(
     _COUNTERS + _GAUGES

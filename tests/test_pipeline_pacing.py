@@ -14,6 +14,7 @@ import contextlib
 import time
 
 import msgspec
+import pytest
 
 from stream import config, memory
 from stream.kpi import buckets as b
@@ -170,6 +171,10 @@ def test_pymalloc_usage_follows_small_objects_and_is_exported():
     text = Metrics(lambda: None, dict).render().decode()
     assert 'cc_worker_pymalloc_bytes{state="in_use"}' in text
     assert 'cc_worker_heap_bytes{state="in_use"}' in text
+    rss = float(next(line for line in text.splitlines()
+                     if line.startswith("cc_worker_resident_bytes ")).split()[1])
+    assert rss == pytest.approx(memory.resident_bytes(), rel=0.2)
+    assert rss > after["in_use"]  # the RSS holds the live small objects, at least
 
 
 def test_a_batch_grows_the_state_with_the_collector_off_and_leaves_it_frozen():

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..kpi.agents import STATES
-from ..memory import heap_usage, pymalloc_usage
+from ..memory import heap_usage, pymalloc_usage, resident_bytes
 from ..view import View
 
 HANDLE_BUCKETS = (30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 2700, 3600)
@@ -47,7 +47,7 @@ EXPORTED_METRICS = (
     "cc_longest_wait_seconds", "cc_agents", "cc_contacts_at_risk", "cc_required_agents",
     "cc_staffed_agents", "cc_staffing_gap", "cc_event_lag_seconds", "cc_consumer_lag_messages",
     "cc_publish_cycle_seconds", "cc_publish_phase_seconds", "cc_state_entries",
-    "cc_worker_heap_bytes", "cc_worker_pymalloc_bytes",
+    "cc_worker_heap_bytes", "cc_worker_pymalloc_bytes", "cc_worker_resident_bytes",
 )
 HISTOGRAMS = ("cc_handle_time_seconds", "cc_answer_wait_seconds", "cc_publish_cycle_seconds",
               "cc_publish_phase_seconds")
@@ -190,6 +190,20 @@ class HeapCollector(Collector):
         yield family
 
 
+class ResidentCollector(Collector):
+    """cc_worker_resident_bytes: the worker's RSS, read at each scrape, beside the two
+    allocators' gauges (a worker's registry has no `process_` collector)."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        rss = resident_bytes()
+        if rss is not None:
+            yield GaugeMetricFamily("cc_worker_resident_bytes",
+                                    "Resident memory of the worker process", value=rss)
+
+
 class Metrics:
     """The worker's registry: counters/histograms plus the view collector."""
 
@@ -223,6 +237,7 @@ class Metrics:
         r.register(HeapCollector(get_heap))
         r.register(HeapCollector(get_pymalloc, "cc_worker_pymalloc_bytes",
                                  "Bytes of the worker's Python small-object arenas"))
+        r.register(ResidentCollector())
         for reason in ("invalid_json", "invalid_utf8", "unknown_type", "bad_name", "bad_timestamp",
                        "missing_field", "invalid_field", "too_late", "impossible_transition",
                        "scope_limit", "wrong_topic", "too_large", "internal_error"):
