@@ -1311,7 +1311,12 @@ def write_report(path: Path, r: dict) -> None:
                   "(freed memory kept by glibc and pymalloc after a cycle's peak). The C heap "
                   "in use (`cc_worker_heap_bytes`, lowest sample per day) counts the live "
                   "allocations over 512 bytes: rising with level state entries, something "
-                  "outside the state holds it.", ""]
+                  "outside the state holds it. Python's small objects (512 bytes or less, most "
+                  "of the state) live in pymalloc's arenas (`cc_worker_pymalloc_bytes`): its "
+                  "live blocks (lowest and highest sample per day) are what they hold, its "
+                  "arenas (highest) what they keep resident; an arena goes back to the OS only "
+                  "when every block in it is free, so arenas rise towards the highest live "
+                  "peak and then level.", ""]
     if r.get("not_run"):
         lines += ["## Not run", ""] + [f"- {x}" for x in r["not_run"]] + [""]
     if r.get("profile"):
