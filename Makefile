@@ -1,7 +1,7 @@
 # The two commands of README.md: `make demo` runs everything on the embedded default,
 # `make test` runs the test suite. Both install what they need first.
 PY := .venv/bin/python
-.PHONY: install compiled demo test bench bench-engine chaos clean
+.PHONY: install compiled demo test bench bench-long bench-engine chaos clean
 
 .venv/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -21,6 +21,11 @@ test: compiled
 bench: compiled
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_staffing.py
+
+# the long replay alone: 1,000,000 calls over 30 days of history (~15 min here), the worker's
+# memory by day of history (RSS, state entries, C heap, pymalloc) → docs/BENCHMARKS-long.md
+bench-long: compiled
+	$(PY) bench/bench_pipeline.py --only replay --full --events 20000 --no-profile --out docs/BENCHMARKS-long.md
 
 # the KPI engine alone (no Kafka, Redis or publishing), compiled against from source;
 # ARGS="--against ../other-checkout" compares two trees instead

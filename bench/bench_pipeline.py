@@ -1136,19 +1136,10 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def write_report(path: Path, r: dict) -> None:
-    m = r["machine"]
-    d = r["dataset"]
+def dataset_and_throughput(r: dict) -> list[str]:
+    """The data set's and the throughput runs' sections of the report."""
+    m, d = r["machine"], r["dataset"]
     lines = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` (`bench/bench_pipeline.py{r['argv']}`) on {m['date']}.",
-        "",
-        f"Machine: {m['cpus']} CPUs ({m['model']}), {m['mem_gib']:.0f} GiB, Python "
-        f"{m['python']}, {m['platform']}. Broker: embedded tansu; Redis: private "
-        "redis-server; all on this one machine, so broker, Redis, the bench process and the "
-        "workers share its CPUs.",
-        "",
         "## Data set",
         "",
         f"{d['events']:,} records from `stream/simulate.py` (seed {d['seed']}, "
@@ -1234,6 +1225,25 @@ def write_report(path: Path, r: dict) -> None:
                          f"each shard's partial (center/today offered, as_of) at the first read: "
                          f"{p2.extra['parts_offered']}.")
     lines.append("")
+    return lines
+
+
+def write_report(path: Path, r: dict) -> None:
+    m = r["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `bench/bench_pipeline.py{r['argv']}` (`make bench`, or `make bench-long` "
+        f"for the long replay alone) on {m['date']}.",
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['model']}), {m['mem_gib']:.0f} GiB, Python "
+        f"{m['python']}, {m['platform']}. Broker: embedded tansu; Redis: private "
+        "redis-server; all on this one machine, so broker, Redis, the bench process and the "
+        "workers share its CPUs.",
+        "",
+    ]
+    if r["ceilings"] or any(r["pipeline"].values()):  # not for the long replay alone
+        lines += dataset_and_throughput(r)
     f = r.get("freshness")
     if f:
         lines += ["## Freshness", ""]
