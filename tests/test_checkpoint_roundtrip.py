@@ -55,7 +55,13 @@ def shard_state(shard) -> dict:
                      for iid, ix in shard.ix.items()}
         out["handled_index"] = shard.handled_index
     elif hasattr(shard, "customers"):
-        out["customers"] = {c: (x.contacts, x.facts) for c, x in shard.customers.items()}
+        out["customers"] = {c: (x.contacts, x.facts, x.last_activity)
+                            for c, x in shard.customers.items()}
+        # the forget queue is derived, rebuilt on restore: one live entry per customer
+        live = {(t, n) for t, n in shard.forget_queue
+                if n in shard.customers and shard.customers[n].last_activity == t}
+        assert {n for _, n in live} == set(shard.customers)
+        out["forget_queue"] = live
     else:
         out["agents"] = {a: (tl.changes, tl.facts) for a, tl in shard.agents.items()}
     return out

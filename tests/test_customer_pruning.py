@@ -67,3 +67,42 @@ def test_the_deadline_heap_keeps_live_entries_and_settles_every_due_customer():
         assert cust.due == due
         if due is not None:
             assert (due, name) in live
+
+
+def test_forgetting_pops_exactly_the_customers_a_scan_of_all_finds():
+    """`advance` forgets customers from a queue ordered by last activity instead of scanning
+    every customer on every cycle. Against that scan, at every step: customers active again
+    (stale entries), late contacts that bring back a forgotten customer, removed contacts,
+    and the queues rebuilt as after a restore."""
+    import random
+
+    rng = random.Random(11)
+    shard = CustomerShard(6 * HOUR, 75 * 60.0, 12 * HOUR)
+    t = T0
+    forgotten = 0
+    for step in range(4000):
+        t += rng.uniform(0.0, 0.4 * HOUR)
+        cutoff = shard._forget_before(t)
+        expected = {n for n, c in shard.customers.items() if c.last_activity >= cutoff}
+        gone = set(shard.customers) - expected
+        shard.dirty_customers.clear()
+        shard.advance(t)
+        assert set(shard.customers) == expected, step
+        assert gone <= shard.dirty_customers
+        forgotten += len(gone)
+        for _ in range(rng.randrange(4)):
+            name = f"cust-{rng.randrange(150)}"
+            iid = f"c{rng.randrange(40)}"
+            if rng.random() < 0.1:
+                shard.upsert(name, iid, None)
+                continue
+            offered = t - rng.choice((0.0, rng.uniform(0, 3 * HOUR), rng.uniform(0, 40 * HOUR)))
+            handled = offered + 300 if rng.random() < 0.7 else None
+            shard.upsert(name, iid, Contact(offered, handled, ("billing", "voice", "a1"),
+                                            rng.choice((None, "resolved"))))
+        if step == 2000:
+            shard.rebuild_deadlines()  # as after a restore from a checkpoint
+        assert len(shard.forget_queue) <= 2 * len(shard.customers) + 1024
+        live = {n for _, n in shard.forget_queue}
+        assert set(shard.customers) <= live  # every customer can still be forgotten
+    assert forgotten > 200  # the run forgot customers many times over

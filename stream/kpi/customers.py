@@ -102,6 +102,9 @@ class CustomerShard(BucketStore):
         self.customers: dict[str, Customer] = {}
         self.dirty_customers: set[str] = set()
         self.deadlines: list[tuple[float, str]] = []
+        # (last activity, customer) of every customer, lowest first: who can be forgotten
+        # is popped off the front, not found by scanning every customer on every cycle
+        self.forget_queue: list[tuple[float, str]] = []
         self.deadletters: list = []
         self.new_events: Counter = Counter()
         self.duplicates = 0
@@ -112,7 +115,8 @@ class CustomerShard(BucketStore):
     def upsert(self, customer: str, iid: str, contact: Contact | None) -> str:
         """Apply the latest record of one contact (None removes it)."""
         cust = self.customers.get(customer)
-        if cust is None:
+        new = cust is None
+        if new:
             if contact is None:
                 return "ok"
             cust = self.customers[customer] = Customer()
@@ -124,8 +128,10 @@ class CustomerShard(BucketStore):
         else:
             cust.contacts[iid] = contact
         if contact is not None:
-            cust.last_activity = max(cust.last_activity, contact.first_offered,
-                                     contact.handled or 0.0)
+            last = max(cust.last_activity, contact.first_offered, contact.handled or 0.0)
+            if new or last != cust.last_activity:  # its older entry goes stale (advance)
+                heapq.heappush(self.forget_queue, (last, customer))
+            cust.last_activity = last
             if contact.first_offered > self.max_ts:
                 self.max_ts = contact.first_offered
         self._settle(customer, cust)
@@ -173,14 +179,30 @@ class CustomerShard(BucketStore):
             self.deadlines = [(c.due, n) for n, c in self.customers.items() if c.due is not None]
             heapq.heapify(self.deadlines)
         # a customer is forgotten once nothing can change its facts any more: its horizon has
-        # passed and even a late event (retention) or an ACW timeout can no longer touch it
+        # passed and even a late event (retention) or an ACW timeout can no longer touch it.
+        # Every customer has an entry at its last activity, so the ones popped here are all
+        # of them: the same customers a scan of every customer on every cycle found.
         forget_before = self._forget_before(now)
-        for name in [n for n, c in self.customers.items() if c.last_activity < forget_before]:
-            del self.customers[name]
-            self.dirty_customers.add(name)
+        queue, customers = self.forget_queue, self.customers
+        while queue and queue[0][0] < forget_before:
+            _, name = heapq.heappop(queue)
+            cust = customers.get(name)
+            # stale entries (the customer was active since, or is gone) are skipped
+            if cust is not None and cust.last_activity < forget_before:
+                del customers[name]
+                self.dirty_customers.add(name)
+        if len(queue) > 2 * len(customers) + 1024:
+            self._rebuild_forget_queue()
         self.prune_buckets(now)
 
+    def _rebuild_forget_queue(self) -> None:
+        self.forget_queue = [(c.last_activity, n) for n, c in self.customers.items()]
+        heapq.heapify(self.forget_queue)
+
     def rebuild_deadlines(self) -> None:
+        """The two derived queues, after a restore: when each customer's facts next change,
+        and when it can be forgotten."""
+        self._rebuild_forget_queue()
         self.deadlines = []
         for name, cust in self.customers.items():
             _, next_change = derive(cust.contacts, self.clock, self.horizon)
