@@ -1512,10 +1512,11 @@ def main() -> None:
             if args.full:
                 runs.append(("big", args.big_calls, 30))
             else:
-                r["not_run"].append(f"replay of {args.big_calls:,} calls (≈ 5.6 M events) and "
-                                    "with it the ≥ 5 M-event memory run: only with `--full`; at "
-                                    "the month replay's rate above it needs rows × 3.7 / "
-                                    "(events/s) seconds")
+                r["not_run"].append(f"replay of {args.big_calls:,} calls (≈ 3.7 events a call, "
+                                    "30 days of history) and with it the long memory run: "
+                                    "`make bench-long` (`--full`, the replay alone) writes it "
+                                    "to `docs/BENCHMARKS-long.md`; at the month replay's rate "
+                                    "above it needs rows × 3.7 / (events/s) seconds")
             for label, calls, days in runs:
                 path = work / f"calls-{label}.csv"
                 t = time.perf_counter()
